@@ -28,6 +28,9 @@ COMMAND_MODULES = (
 """Modules that register sub-commands; a module not written yet is skipped."""
 
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TensorFlow import: no C++ info lines
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mammogan", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mammogan_tf {__version__}")

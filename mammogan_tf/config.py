@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mammogan_tf.errors import ConfigError
+from mammogan_tf.training.config import TrainConfig, deferred_section
 
 
 class Section(BaseModel):
@@ -99,6 +100,8 @@ class ExperimentConfig(Section):
     name: str = "experiment"
     output_dir: str = "runs"
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    model: deferred_section("mammogan_tf.models.config", "ModelConfig")  # type: ignore[valid-type]
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
 
 def _set_path(data: dict, dotted: str, value: Any) -> None:
@@ -176,6 +179,14 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     data = read_yaml(path) if path is not None else {}
     data = apply_overrides(data, overrides)
     return validate_config(data, model, source=str(path) if path is not None else "--set")
+
+
+def set_field(section: BaseModel, name: str, value: Any, source: str) -> None:
+    """Assign one validated field (a command-line flag); errors name ``source``."""
+    try:
+        setattr(section, name, value)
+    except ValidationError as error:
+        raise ConfigError(f"{source} {value!r}: {error.errors()[0]['msg']}") from None
 
 
 def dump_config(config: BaseModel) -> str:

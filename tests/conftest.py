@@ -21,19 +21,19 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mias_dir() -> Path:
     """``../shared/data/mini-mias`` (``Info.txt`` and ``png/``)."""
     return shared_path("data", "mini-mias")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cbis_dir() -> Path:
     """``../shared/data/cbis-ddsm`` (the two training-set case-description CSVs)."""
     return shared_path("data", "cbis-ddsm")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def reference_dir() -> Path:
     """``../shared/reference`` (known metric values)."""
     return shared_path("reference")

@@ -1,0 +1,69 @@
+"""``mammogan prepare`` and ``mammogan phantom``."""
+from __future__ import annotations
+
+from mammogan_tf.commands.config_commands import add_override_argument
+from mammogan_tf.config import load_config, set_field
+
+EXIT_SOME_REJECTED = 3
+
+
+def format_summary(manifest: dict) -> str:
+    """The end-of-run table: images read, rejections by reason, patches per class and split."""
+    summary = manifest["summary"]
+    counts = manifest["counts"]
+    splits = sorted(counts)
+    classes = sorted({c for split in counts.values() for c in split})
+    lines = [f"images: {summary['images']} listed, {summary['images_read']} read; "
+             f"rejected rows: {summary['rejected']}"]
+    lines += [f"  {n:6d}  {reason}" for reason, n in summary["rejected_by_reason"].items()]
+    width = max([len("class")] + [len(c) for c in classes])
+    lines.append(f"{'class':<{width}}  " + "  ".join(f"{s:>8}" for s in splits) + f"  {'total':>8}")
+    for name in classes:
+        row = [counts[s].get(name, 0) for s in splits]
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{n:8d}" for n in row) + f"  {sum(row):8d}")
+    return "\n".join(lines)
+
+
+def _prepare(args) -> int:
+    from mammogan_tf.data.prepare import run_prepare
+
+    config = load_config(args.config, args.overrides).prepare
+    for field in ("images", "annotations", "format", "workers", "seed"):
+        if getattr(args, field) is not None:
+            set_field(config, field, getattr(args, field), f"--{field}")
+    manifest = run_prepare(config, args.out, progress=not args.quiet)
+    print(format_summary(manifest))
+    print(f"wrote {args.out}/manifest.json and {args.out}/rejected.csv")
+    return EXIT_SOME_REJECTED if manifest["summary"]["rejected"] else 0
+
+
+def _phantom(args) -> int:
+    from mammogan_tf.data.phantom import write_phantom
+
+    table = write_phantom(args.out, n_images=args.n_images, seed=args.seed)
+    print(f"wrote {args.n_images} phantom DICOM images and the lesion table {table}")
+    return 0
+
+
+def register(subparsers) -> None:
+    prepare = subparsers.add_parser(
+        "prepare", help="images + annotations -> patient-split patch shards",
+        description="Exit codes: 0 all good; 3 output written but some inputs rejected "
+                    "(see rejected.csv); 2 bad arguments or config; 1 unexpected failure.")
+    prepare.add_argument("--images", help="folder of images (DICOM/PNG/PGM/TIFF)")
+    prepare.add_argument("--annotations", help="annotation file (Info.txt, CBIS-DDSM CSV, ...)")
+    prepare.add_argument("--format", help="mias, cbis-ddsm, vindr, inbreast, optimam or table "
+                                          "(default: detected from the file)")
+    prepare.add_argument("--config", help="experiment YAML whose 'prepare' section to use")
+    prepare.add_argument("--out", required=True, help="output folder")
+    prepare.add_argument("--workers", type=int, help="worker processes (0 = one per core)")
+    prepare.add_argument("--seed", type=int, help="random seed (patch sampling and splits)")
+    prepare.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_override_argument(prepare)
+    prepare.set_defaults(func=_prepare)
+
+    phantom = subparsers.add_parser("phantom", help="write the built-in synthetic demo mammograms")
+    phantom.add_argument("--out", required=True, help="output folder")
+    phantom.add_argument("--n-images", type=int, default=16, help="number of images (default 16)")
+    phantom.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    phantom.set_defaults(func=_phantom)

@@ -1,0 +1,148 @@
+"""CLI: ``mammogan evaluate``, ``mammogan features fit``, ``mammogan vtt make|score``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mammogan_tf.errors import ConfigError
+
+
+def _types(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def _evaluate(args) -> int:
+    from mammogan_tf.evaluation.report import run_evaluation
+
+    metrics = run_evaluation(
+        args.real, args.synthetic, args.out, backbone=args.backbone, train_real=args.train_real,
+        real_split=args.real_split, synthetic_split=args.synthetic_split, train_split=args.train_split,
+        lesion_types=_types(args.lesion_types), size=args.size, limit=args.limit, batch_size=args.batch_size,
+        kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets, k=args.k,
+        percentile=args.percentile, pixel_candidates=args.pixel_candidates, tsne=not args.no_tsne,
+        seed=args.seed, progress=not args.quiet)
+    memo = metrics["memorisation"]
+    print(f"FID {metrics['fid']:.4f}  KID {metrics['kid']['mean']:.5f} +- {metrics['kid']['std']:.5f}  "
+          f"precision {metrics['precision']:.3f}  recall {metrics['recall']:.3f}  density {metrics['density']:.3f}  "
+          f"coverage {metrics['coverage']:.3f}")
+    print(f"memorisation: {memo['n_flagged']} of {memo['n_synthetic']} synthetic images flagged")
+    print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def _features_fit(args) -> int:
+    from mammogan_tf.evaluation.features import fit_backbone
+
+    filters = tuple(int(f) for f in args.filters.split(","))
+    result = fit_backbone(args.shards, args.out, epochs=args.epochs, batch_size=args.batch_size,
+                          steps_per_epoch=args.steps_per_epoch, learning_rate=args.learning_rate,
+                          filters=filters, size=args.size, task=args.task, seed=args.seed,
+                          progress=not args.quiet)
+    accuracy = result["val_balanced_accuracy"]
+    print(f"validation balanced accuracy {accuracy:.3f} on {result['val_count']} patches" if accuracy is not None
+          else "no validation split: accuracy not measured")
+    print(f"wrote {args.out} (use --backbone classifier:{args.out}) and {Path(args.out).with_suffix('.json')}")
+    return 0
+
+
+def _vtt_make(args) -> int:
+    from mammogan_tf.evaluation.inputs import load_image_set
+    from mammogan_tf.evaluation.vtt import make_vtt
+
+    real = load_image_set(args.real, args.split, args.size, progress=not args.quiet)
+    real = real.subset(real.where_lesion(_types(args.lesion_types)))
+    synthetic = load_image_set(args.synthetic, None, args.size, progress=not args.quiet)
+    result = make_vtt(real, synthetic, args.out, n=args.n, seed=args.seed)
+    print(f"wrote {2 * args.n} shuffled images for observers to {result['observers']}")
+    print(f"answer key: {result['key']} (keep it away from the observers)")
+    return 0
+
+
+def _vtt_score(args) -> int:
+    from mammogan_tf.evaluation.vtt import format_scores, read_answers, read_key, score_vtt
+
+    key = read_key(args.key)
+    names = [Path(p).stem for p in args.answers]
+    if len(set(names)) != len(names):
+        raise ConfigError("answer sheets must have distinct file names (the name is the observer)")
+    scores = score_vtt(key, {name: read_answers(path, key) for name, path in zip(names, args.answers)})
+    print(format_scores(scores))
+    if args.out:
+        from mammogan_tf.evaluation.report import json_safe
+        from mammogan_tf.manifest import write_json_atomic
+
+        write_json_atomic(args.out, json_safe(scores))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``evaluate``, ``features fit`` and ``vtt make|score``."""
+    ev = subparsers.add_parser("evaluate", help="FID, KID, precision/recall, memorisation, t-SNE and a report",
+                               description="Compare synthetic with real patches; write metrics.json, "
+                                           "report.md and figures to --out.")
+    ev.add_argument("--real", required=True, help="prepared shards (folder or manifest.json) or folder of PNG/DICOM")
+    ev.add_argument("--synthetic", required=True, help="synthetic shards or folder of PNG/DICOM")
+    ev.add_argument("--train-real", help="real training shards for the memorisation check (default: --real)")
+    ev.add_argument("--backbone", default="inception_v3",
+                    help="inception_v3[:WEIGHTS.h5], classifier:PATH[:LAYER] or random (default: inception_v3)")
+    ev.add_argument("--out", required=True, help="output folder")
+    ev.add_argument("--real-split", default="train", help="split of --real shards (default: train)")
+    ev.add_argument("--synthetic-split", default=None, help="split of --synthetic shards (default: all)")
+    ev.add_argument("--train-split", default="train", help="split of --train-real shards (default: train)")
+    ev.add_argument("--lesion-types", help="real lesion classes to compare, comma-separated (default: all but normal)")
+    ev.add_argument("--size", type=int, help="resize every image to SIZE x SIZE first")
+    ev.add_argument("--limit", type=int, help="use at most this many images per set (seeded)")
+    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--kid-subset-size", type=int, default=1000)
+    ev.add_argument("--kid-subsets", type=int, default=100)
+    ev.add_argument("--k", type=int, default=5, help="nearest neighbours for precision/recall/density/coverage")
+    ev.add_argument("--percentile", type=float, default=1.0,
+                    help="memorisation flag: closer than this percentile of real-to-real pairs (default: 1)")
+    ev.add_argument("--pixel-candidates", type=int, default=50,
+                    help="SSIM search among this many nearest real images in pixel L2 (default: 50)")
+    ev.add_argument("--no-tsne", action="store_true", help="skip the t-SNE figure")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    ev.set_defaults(func=_evaluate)
+
+    features = subparsers.add_parser("features", help="feature backbones for evaluation")
+    sub = features.add_subparsers(dest="features_command", metavar="COMMAND")
+    fit = sub.add_parser("fit", help="train a small CNN on prepared shards as a classifier: backbone",
+                         description="Train a small CNN (lesion vs normal tissue, or every class) on the "
+                                     "train split of prepared shards; save BACKBONE.keras and BACKBONE.json "
+                                     "(validation accuracy).")
+    fit.add_argument("--shards", required=True, help="prepared shards (folder or manifest.json)")
+    fit.add_argument("--out", required=True, help="BACKBONE.keras")
+    fit.add_argument("--task", choices=("lesion", "classes"), default="lesion",
+                     help="lesion: any lesion vs normal (default); classes: every class")
+    fit.add_argument("--epochs", type=int, default=15)
+    fit.add_argument("--steps-per-epoch", type=int, help="default: one pass over the train split")
+    fit.add_argument("--batch-size", type=int, default=64)
+    fit.add_argument("--learning-rate", type=float, default=1e-3)
+    fit.add_argument("--filters", default="16,32,64", help="conv widths, comma-separated (default: 16,32,64)")
+    fit.add_argument("--size", type=int, help="train at this input side (default: the shards' patch size)")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--quiet", action="store_true")
+    fit.set_defaults(func=_features_fit)
+    features.set_defaults(func=lambda args: features.print_help() or 2)
+
+    vtt = subparsers.add_parser("vtt", help="visual Turing test: make an image set, score observers")
+    sub = vtt.add_subparsers(dest="vtt_command", metavar="COMMAND")
+    make = sub.add_parser("make", help="write shuffled anonymised real+synthetic images and an answer key")
+    make.add_argument("--real", required=True, help="folder of PNG/DICOM or prepared shards")
+    make.add_argument("--synthetic", required=True, help="folder of PNG/DICOM or synthetic shards")
+    make.add_argument("--n", type=int, default=75, help="images of each kind (default: 75, as Alyafi)")
+    make.add_argument("--out", required=True, help="output folder (observers/ and key.csv)")
+    make.add_argument("--split", default=None, help="split of --real shards (default: all)")
+    make.add_argument("--lesion-types", help="real shard classes to draw from (default: all but normal)")
+    make.add_argument("--size", type=int, help="resize every image to SIZE x SIZE")
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--quiet", action="store_true")
+    make.set_defaults(func=_vtt_make)
+    score = sub.add_parser("score", help="accuracy, sensitivity, specificity per observer; Cohen's kappa")
+    score.add_argument("--key", required=True, help="key.csv written by vtt make")
+    score.add_argument("answers", nargs="+", help="one answer sheet (CSV: image,answer) per observer")
+    score.add_argument("--out", help="also write the scores as JSON here")
+    score.set_defaults(func=_vtt_score)
+    vtt.set_defaults(func=lambda args: vtt.print_help() or 2)

@@ -1,0 +1,137 @@
+"""GAN losses as plain functions of tensors.
+
+Every function returns a per-example loss of shape (B,) float32; the training loop averages
+it with ``tf.nn.compute_average_loss(loss, global_batch_size=...)``. Logits may be (B,) or
+(B, 1) (or (B, ...): extra axes are averaged), never probabilities.
+
+Kinds (``LOSS_KINDS``), with r = D(x) real logits, f = D(G(z)) fake logits, s = sigmoid:
+
+===============  ==========================================  ===============================
+kind             discriminator                               generator
+===============  ==========================================  ===============================
+minimax          BCE(r, real_label) + BCE(f, 0)              log(1 - s(f))  (Goodfellow)
+non_saturating   BCE(r, real_label) + BCE(f, 0)              -log s(f)      (Alyafi's L_G)
+least_squares    ((r - real_label)^2 + f^2) / 2              (f - 1)^2 / 2  (Mao et al.)
+wasserstein      f - r                                       -f             (with GP / clipping)
+hinge            relu(1 - r) + relu(1 + f)                   -f
+===============  ==========================================  ===============================
+
+``real_label < 1`` is one-sided label smoothing (Salimans et al.; used by Alyafi): it changes
+only the targets of real images, and only for the three kinds that have targets.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from mammogan_tf.errors import ConfigError
+
+LOSS_KINDS = ("minimax", "non_saturating", "least_squares", "wasserstein", "hinge")
+SMOOTHABLE_KINDS = ("minimax", "non_saturating", "least_squares")
+
+
+def _per_example(values) -> tf.Tensor:
+    """(B, ...) -> (B,) float32, averaging any axes after the batch axis."""
+    values = tf.cast(values, tf.float32)
+    if values.shape.rank == 1:
+        return values
+    return tf.reduce_mean(tf.reshape(values, [tf.shape(values)[0], -1]), axis=1)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in LOSS_KINDS:
+        raise ConfigError(f"loss {kind!r}: unknown GAN loss; choose one of {', '.join(LOSS_KINDS)}")
+
+
+def _bce(logits, target: float) -> tf.Tensor:
+    logits = tf.cast(logits, tf.float32)
+    return tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.fill(tf.shape(logits), target), logits=logits)
+
+
+def discriminator_loss(kind: str, real_logits, fake_logits, real_label: float = 1.0) -> tf.Tensor:
+    """Discriminator loss per example, (B,) float32.
+
+    real_logits, fake_logits: (B, 1) float logits of D on real and generated images.
+    real_label: target of real images for minimax / non_saturating / least_squares
+    (1.0 = no smoothing; e.g. 0.9 = one-sided label smoothing). Fake targets stay 0.
+    """
+    _check_kind(kind)
+    if real_label != 1.0 and kind not in SMOOTHABLE_KINDS:
+        raise ConfigError(f"real_label {real_label}: one-sided label smoothing applies only to "
+                          f"{', '.join(SMOOTHABLE_KINDS)}; set it to 1.0 for the {kind} loss")
+    real = tf.cast(real_logits, tf.float32)
+    fake = tf.cast(fake_logits, tf.float32)
+    if kind in ("minimax", "non_saturating"):
+        return _per_example(_bce(real, real_label)) + _per_example(_bce(fake, 0.0))
+    if kind == "least_squares":
+        return 0.5 * (_per_example(tf.square(real - real_label)) + _per_example(tf.square(fake)))
+    if kind == "wasserstein":
+        return _per_example(fake) - _per_example(real)
+    return _per_example(tf.nn.relu(1.0 - real)) + _per_example(tf.nn.relu(1.0 + fake))
+
+
+def generator_loss(kind: str, fake_logits) -> tf.Tensor:
+    """Generator loss per example, (B,) float32. fake_logits: (B, 1) logits of D(G(z))."""
+    _check_kind(kind)
+    fake = tf.cast(fake_logits, tf.float32)
+    if kind == "minimax":  # log(1 - sigmoid(f)) = -BCE(f, 0)
+        return -_per_example(_bce(fake, 0.0))
+    if kind == "non_saturating":  # -log sigmoid(f) = BCE(f, 1)
+        return _per_example(_bce(fake, 1.0))
+    if kind == "least_squares":
+        return 0.5 * _per_example(tf.square(fake - 1.0))
+    return -_per_example(fake)
+
+
+def _logits_of(output):
+    """The real/fake logits of a discriminator output (an ACGAN returns (logits, class_logits))."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _input_gradient(discriminator_fn, images) -> tf.Tensor:
+    """d(sum of D logits)/d images, (B, H, W, C) float32: per-example input gradients
+    (exact when D treats examples independently, i.e. no batch norm in training mode)."""
+    images = tf.convert_to_tensor(images, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        logits = tf.cast(_logits_of(discriminator_fn(images)), tf.float32)
+        total = tf.reduce_sum(logits)
+    return tape.gradient(total, images)
+
+
+def _squared_norm(grads) -> tf.Tensor:
+    return tf.reduce_sum(tf.reshape(tf.square(grads), [tf.shape(grads)[0], -1]), axis=1)
+
+
+def gradient_penalty(discriminator_fn, real, fake, seed) -> tf.Tensor:
+    """WGAN-GP penalty (Gulrajani et al. 2017), (B,) float32: ``(||grad D(x_hat)||_2 - 1)^2``.
+
+    x_hat = real + u * (fake - real) with u ~ UNIFORM[0, 1] drawn once per example
+    (stateless, from ``seed``: int tensor of shape (2,)).
+    discriminator_fn: images (B, H, W, C) -> logits (B, 1) (or a tuple whose first item is the
+    logits); call it in training mode inside the discriminator's tape. Weight (lambda, e.g. 10)
+    is applied by the caller.
+    """
+    real = tf.cast(real, tf.float32)
+    fake = tf.cast(fake, tf.float32)
+    weight_shape = tf.concat([tf.shape(real)[:1], tf.ones([tf.rank(real) - 1], tf.int32)], axis=0)
+    u = tf.random.stateless_uniform(weight_shape, seed, minval=0.0, maxval=1.0)
+    interpolated = real + u * (fake - real)
+    norm = tf.sqrt(_squared_norm(_input_gradient(discriminator_fn, interpolated)) + 1e-12)
+    return tf.square(norm - 1.0)
+
+
+def r1_penalty(discriminator_fn, real) -> tf.Tensor:
+    """R1 penalty (Mescheder et al. 2018), (B,) float32: ``||grad D(real)||_2^2`` per example.
+
+    The caller multiplies by gamma / 2. discriminator_fn as for ``gradient_penalty``.
+    """
+    return _squared_norm(_input_gradient(discriminator_fn, real))
+
+
+def class_loss(labels, class_logits) -> tf.Tensor:
+    """ACGAN auxiliary classification loss, (B,) float32: sparse softmax cross-entropy.
+
+    labels: (B,) int in [0, C); class_logits: (B, C) float logits.
+    """
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.int32), logits=tf.cast(class_logits, tf.float32))

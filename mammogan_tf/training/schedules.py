@@ -1,0 +1,46 @@
+"""Per-epoch schedules of the GAN loop, as pure functions of (config, epoch).
+
+Everything here is a function of the epoch number and the seed alone, never of what ran
+before, so a resumed run follows the same schedule as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mammogan_tf.training.config import OptimizerConfig
+
+
+def steps_per_epoch(num_examples: int, batch_size: int, d_steps: int = 1) -> int:
+    """Training steps per pass over ``num_examples`` (each step reads ``d_steps`` batches), >= 1."""
+    return max(1, num_examples // (batch_size * d_steps))
+
+
+def total_steps(steps: int | None, epochs: int | None, per_epoch: int) -> int:
+    """Length of a run: ``steps`` if given, else ``epochs * per_epoch``."""
+    if steps is not None:
+        return int(steps)
+    if epochs is None:
+        raise ValueError("train.steps or train.epochs must be given")
+    return int(epochs) * per_epoch
+
+
+def learning_rate(config: OptimizerConfig, epoch: int) -> float:
+    """Learning rate during ``epoch`` (0-based).
+
+    ``step``: ``lr * rate ** floor(epoch / every_epochs)`` (Alyafi: rate 0.99 every 8 epochs
+    for D, every 10 for G); ``constant``: ``lr``.
+    """
+    if config.schedule.kind == "constant":
+        return config.learning_rate
+    return config.learning_rate * config.schedule.rate ** math.floor(epoch / config.schedule.every_epochs)
+
+
+def real_label(value: float | tuple[float, float], seed: int, epoch: int) -> float:
+    """Target of real images during ``epoch``: fixed, or drawn uniformly from [low, high] once
+    per epoch from a generator seeded by (seed, epoch) (one-sided label smoothing)."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    low, high = value
+    return float(np.random.default_rng([seed, epoch, 0x5A]).uniform(low, high))
