@@ -95,11 +95,12 @@ class ImageMeta:
         return dataclasses.asdict(self)
 
 
-def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
+def read_image(path: str | os.PathLike, allow_constant: bool = False) -> tuple[np.ndarray, ImageMeta]:
     """Read one image as float32 (H, W) in [0, 1], dense tissue bright (see the module doc).
 
     Raises ImageReadError (file at fault) or MissingDependencyError (a DICOM pixel-data
-    plugin is needed).
+    plugin is needed). A constant image is an error unless ``allow_constant`` (evaluation of
+    synthetic patches, where a collapsed generator must be measured, not refused).
     """
     path = Path(path)
     kind = _source_format(path)
@@ -110,7 +111,7 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
     if image.size == 0:
         raise ImageReadError(f"{path}: image has zero size {image.shape}")
     low, high = float(image.min()), float(image.max())
-    if low == high:
+    if low == high and not allow_constant:
         raise ImageReadError(f"{path}: constant image (every pixel is {low:.4g}); nothing to learn from")
     return image, meta
 

@@ -1,7 +1,6 @@
 """CLI: ``mammogan evaluate``, ``mammogan features fit``, ``mammogan vtt make|score``."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from mammogan_tf.errors import ConfigError
@@ -38,9 +37,11 @@ def _features_fit(args) -> int:
                           steps_per_epoch=args.steps_per_epoch, learning_rate=args.learning_rate,
                           filters=filters, size=args.size, task=args.task, seed=args.seed,
                           progress=not args.quiet)
-    accuracy = result["val_balanced_accuracy"]
-    print(f"validation balanced accuracy {accuracy:.3f} on {result['val_count']} patches" if accuracy is not None
-          else "no validation split: accuracy not measured")
+    if result["val_accuracy"] is None:
+        print("no validation split: accuracy not measured")
+    else:
+        print(f"validation accuracy {result['val_accuracy']:.3f}, balanced accuracy "
+              f"{result['val_balanced_accuracy']:.3f} on {result['val_count']} patches")
     print(f"wrote {args.out} (use --backbone classifier:{args.out}) and {Path(args.out).with_suffix('.json')}")
     return 0
 
@@ -121,7 +122,7 @@ def register(subparsers) -> None:
     fit.add_argument("--batch-size", type=int, default=64)
     fit.add_argument("--learning-rate", type=float, default=1e-3)
     fit.add_argument("--filters", default="16,32,64", help="conv widths, comma-separated (default: 16,32,64)")
-    fit.add_argument("--size", type=int, help="train at this input side (default: the shards' patch size)")
+    fit.add_argument("--size", type=int, help="train at this input side (default: the shards' patch size, at most 64)")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--quiet", action="store_true")
     fit.set_defaults(func=_features_fit)

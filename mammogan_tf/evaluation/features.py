@@ -9,8 +9,10 @@
   kernels_notop.h5``) or from the given file, never from the network; ``random`` = untrained
   (seeded) weights, for benchmarks only.
 * ``classifier:PATH[:LAYER]``: a trained Keras classifier (``.keras``); features are the output
-  of ``LAYER`` (default: the layer named ``features``, else the input of the last layer),
-  global average pooled when spatial. ``mammogan features fit`` makes one from prepared shards.
+  of ``LAYER`` (default: the layer named ``features``, else the second-to-last layer),
+  global average pooled when spatial. A subclassed model (its class registered with Keras and
+  imported) is read through its ``features(images, training)`` method and ``image_size``
+  attribute instead. ``mammogan features fit`` makes one from prepared shards.
 * ``random``: the :func:`build_feature_cnn` network, untrained, fixed seed; for tests only.
 
 Preprocessing (stated because it changes the numbers): grey images are resized to the
@@ -22,7 +24,6 @@ when the network expects colour.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Iterable
@@ -39,6 +40,7 @@ INCEPTION_WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.
 RANDOM_INPUT_SIZE = 64
 FEATURE_LAYER = "features"
 FIT_TASKS = ("classes", "lesion")
+DEFAULT_FIT_SIZE = 64
 
 
 def keras_models_dir() -> Path:
@@ -57,19 +59,24 @@ class Backbone:
     def __init__(self, model, spec: str, input_size: int | None, channels: int, identity: dict):
         import tensorflow as tf
 
-        self.model, self.spec = model, spec
+        self.model, self.spec = model, spec  # model: a Keras model or any f(images, training=False)
         self.input_size, self.channels = input_size, channels
         self.resize_method = RESIZE_METHOD
         self.identity = {**identity, "input_size": input_size, "resize": RESIZE_METHOD}
-        self.dim = int(model.output_shape[-1])
         self._forward = tf.function(self._features, reduce_retracing=True)
+        shape = getattr(model, "output_shape", None)
+        self.dim = int(shape[-1]) if shape else int(self(np.zeros((1, input_size or 32, input_size or 32, 1),
+                                                                  np.float32)).shape[-1])
 
     def _features(self, images):
         import tensorflow as tf
 
         if self.channels == 3:
             images = tf.tile(images, [1, 1, 1, 3])
-        return self.model(images, training=False)
+        features = self.model(images, training=False)
+        if len(features.shape) == 4:
+            features = tf.reduce_mean(features, axis=(1, 2))
+        return features
 
     def preprocess(self, images):
         """(B, H, W, 1) in [-1, 1] -> (B, S, S, 1) float32 tensor at the backbone's input side."""
@@ -160,24 +167,37 @@ def _classifier(rest: str) -> Backbone:
     except Exception as error:  # noqa: BLE001 - Keras raises many kinds; the user needs one line
         raise InputError(f"{path}: not a loadable Keras model ({type(error).__name__}: "
                          f"{str(error).splitlines()[0] if str(error) else ''})") from None
+    digest = sha256_file(path)
+    if not hasattr(model, "inputs"):  # a subclassed model: no graph to cut at a layer
+        return _subclassed_classifier(model, path, rest, layer_name, digest)
     names = [layer.name for layer in model.layers]
     if layer_name is None:
         layer_name = FEATURE_LAYER if FEATURE_LAYER in names else (names[-2] if len(names) > 1 else None)
     if layer_name not in names:
         raise InputError(f"{path}: no layer '{layer_name}' (layers: {', '.join(names)})")
-    try:
-        output = model.get_layer(layer_name).output
-        if len(output.shape) == 4:
-            output = keras.layers.GlobalAveragePooling2D()(output)
-        extractor = keras.Model(model.inputs, output)
-    except (AttributeError, ValueError) as error:
-        raise InputError(f"{path}: cannot read layer '{layer_name}' of this model ({error}); save the "
-                         f"classifier as a functional Keras model") from None
+    output = model.get_layer(layer_name).output
+    if len(output.shape) == 4:
+        output = keras.layers.GlobalAveragePooling2D()(output)
+    extractor = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, output)
     shape = model.input_shape
-    if shape[1] != shape[2] or shape[-1] not in (1, 3):
+    if len(shape) != 4 or shape[1] != shape[2] or shape[-1] not in (1, 3):
         raise InputError(f"{path}: input shape {shape} is not a square grey or RGB image")
     return Backbone(extractor, f"classifier:{rest}", shape[1], shape[-1],
-                    {"network": "classifier", "layer": layer_name, "weights_sha256": sha256_file(path)})
+                    {"network": "classifier", "layer": layer_name, "weights_sha256": digest})
+
+
+def _subclassed_classifier(model, path: Path, rest: str, layer_name: str | None, digest: str) -> Backbone:
+    """A subclassed model (the package's own models) exposes ``features(images, training)``;
+    its input side is its ``image_size`` attribute (grey input)."""
+    features = getattr(model, "features", None)
+    if layer_name is not None or not callable(features):
+        raise InputError(f"{path}: a subclassed model can only be read through its features(images) method"
+                         f"{'' if callable(features) else ', which it lacks'}; save it as a functional "
+                         f"Keras model to pick a layer")
+    size = getattr(model, "image_size", None)
+    return Backbone(lambda images, training=False: features(images, training=training), f"classifier:{rest}",
+                    int(size) if size else None, 1,
+                    {"network": f"classifier:{type(model).__name__}", "layer": "features()", "weights_sha256": digest})
 
 
 def _random() -> Backbone:
@@ -261,7 +281,8 @@ def fit_backbone(manifest: str | os.PathLike, out_path: str | os.PathLike, *, ep
     small data sets such as mini-MIAS the binary task learns the more useful feature space).
     Writes ``out_path`` (``.keras``) and beside it ``<stem>.json``: validation accuracy and
     balanced accuracy (mean per-class recall), class counts, the training settings and the
-    manifest's sha256. ``size``: train at this input side (default: the manifest's patch size).
+    manifest's sha256. ``size``: train at this input side (default: the manifest's patch size,
+    at most ``DEFAULT_FIT_SIZE`` = 64 so that training takes minutes on a CPU).
     Returns that JSON as a dict.
     """
     import keras
@@ -280,11 +301,12 @@ def fit_backbone(manifest: str | os.PathLike, out_path: str | os.PathLike, *, ep
     classes = names if task == "classes" else ["normal", "lesion"]
     counts = {c: 0 for c in classes}
     for name, n in info["counts"].get("train", {}).items():
-        counts[name if task == "classes" else ("normal" if name == "normal" else "lesion")] += n
+        key = name if task == "classes" else ("normal" if name == "normal" else "lesion")
+        counts[key] = counts.get(key, 0) + n
     present = {c: n for c, n in counts.items() if n}
     if len(present) < 2:
         raise InputError(f"{manifest}: the train split needs at least two classes, has {sorted(present)}")
-    size = int(size or info["patch_size"])
+    size = int(size or min(info["patch_size"], DEFAULT_FIT_SIZE))
     total = sum(present.values())
     class_weight = {i: (total / (len(present) * present[c]) if c in present else 1.0)
                     for i, c in enumerate(classes)}

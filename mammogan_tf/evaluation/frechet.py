@@ -4,8 +4,9 @@ All arithmetic is float64. Activations are ``(N, D)`` arrays, one row per image.
 
 * ``frechet_distance_from_stats``: ``|mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^(1/2))``.
   The trace of the matrix square root is computed from eigenvalues only:
-  ``tr((S_a S_b)^(1/2)) = sum sqrt(eig(A S_b A))`` with ``A = S_a^(1/2)`` (``eigh``, negative
-  round-off eigenvalues clipped to 0). ``A S_b A`` is symmetric positive semi-definite and has
+  ``tr((S_a S_b)^(1/2)) = sum sqrt(eig(A S_b A))`` with ``A = S_a^(1/2)`` (``eigh``; eigenvalues
+  below the round-off level ``D * eps * max`` set to 0, so a singular covariance's null space
+  adds nothing rather than ``sqrt(1e-16)`` per dimension). ``A S_b A`` is symmetric positive semi-definite and has
   the eigenvalues of ``S_a S_b``, so this is exact for singular covariances too (fewer images
   than feature dimensions), with no iterative ``sqrtm`` and no imaginary parts to discard.
 * Covariances use ``ddof=1`` (``np.cov``'s default, as in the reference FID code).
@@ -45,10 +46,17 @@ def activation_statistics(acts, ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return acts.mean(axis=0), np.cov(acts, rowvar=False, ddof=ddof).reshape(acts.shape[1], -1)
 
 
+def _psd_eigenvalues(values: np.ndarray) -> np.ndarray:
+    """Eigenvalues of a PSD matrix with round-off removed: those below ``D * eps * max`` (the
+    usual numerical-rank tolerance, and the level of eigh's own error) are set to 0."""
+    tolerance = values.size * np.finfo(np.float64).eps * max(float(values.max(initial=0.0)), 0.0)
+    return np.where(values > tolerance, values, 0.0)
+
+
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a symmetric positive semi-definite matrix (eigh, clipped at 0)."""
+    """Symmetric square root of a symmetric positive semi-definite matrix (eigh)."""
     values, vectors = np.linalg.eigh((matrix + matrix.T) / 2.0)
-    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+    return (vectors * np.sqrt(_psd_eigenvalues(values))) @ vectors.T
 
 
 def trace_sqrt_product(sigma_a, sigma_b) -> float:
@@ -56,7 +64,7 @@ def trace_sqrt_product(sigma_a, sigma_b) -> float:
     root_a = _sqrt_psd(np.asarray(sigma_a, dtype=np.float64))
     inner = root_a @ np.asarray(sigma_b, dtype=np.float64) @ root_a
     values = np.linalg.eigvalsh((inner + inner.T) / 2.0)
-    return float(np.sqrt(np.clip(values, 0.0, None)).sum())
+    return float(np.sqrt(_psd_eigenvalues(values)).sum())
 
 
 def frechet_distance_from_stats(mu_a, sigma_a, mu_b, sigma_b) -> float:

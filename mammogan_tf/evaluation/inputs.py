@@ -102,11 +102,10 @@ def manifest_path(source: str | os.PathLike) -> Path | None:
 
 
 def _split_names(manifest: dict, split: str | Sequence[str] | None) -> list[str]:
-    available = sorted(manifest.get("splits", {}))
+    """The requested split names; None = every split the manifest lists."""
     if split is None:
-        return available
-    names = [split] if isinstance(split, str) else list(split)
-    return names
+        return sorted(manifest.get("splits", {}))
+    return [split] if isinstance(split, str) else list(split)
 
 
 def _load_shards(path: Path, split, progress: bool) -> tuple[np.ndarray, list[str], list[str], str]:
@@ -144,7 +143,7 @@ def _load_folder(folder: Path, size: int | None, progress: bool) -> tuple[np.nda
         raise InputError(f"{folder}: no PNG or DICOM images here (looked for {', '.join(IMAGE_SUFFIXES)})")
     images, digest = [], hashlib.sha256()
     for path in tqdm(files, desc=f"reading {folder.name}", unit="img", disable=not progress, leave=False):
-        pixels, _ = read_image(path)
+        pixels, _ = read_image(path, allow_constant=True)
         if size is not None:
             pixels = resize_images(pixels[None, :, :, None], size)[0, ..., 0]
         images.append(pixels)

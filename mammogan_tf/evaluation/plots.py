@@ -64,9 +64,11 @@ def plot_sample_grid(real, synthetic, out_path, n: int = 32, ncols: int = 8, see
 
 def tsne_embedding(features, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:
     """2-D t-SNE ``(N, 2)`` of ``(N, D)`` features: PCA to at most 50 dimensions first, PCA
-    initialisation, perplexity capped at (N - 1) / 3, ``random_state=seed``."""
+    initialisation, perplexity capped at (N - 1) / 3, Barnes-Hut, ``random_state=seed``. Runs on
+    one thread: sklearn's OpenMP threads spin-wait and slow down many-fold on a busy machine."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     features = np.asarray(features, dtype=np.float64)
     if features.shape[0] < 5:
@@ -74,7 +76,8 @@ def tsne_embedding(features, perplexity: float = 30.0, seed: int = 0) -> np.ndar
     if features.shape[1] > 50:
         features = PCA(50, random_state=seed).fit_transform(features)
     perplexity = float(min(perplexity, (features.shape[0] - 1) / 3.0))
-    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
+    with threadpool_limits(limits=1):
+        return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
 
 
 def plot_tsne(features, groups: Sequence[str], out_path, perplexity: float = 30.0, seed: int = 0,
@@ -176,21 +179,30 @@ def plot_histograms(values: Mapping[str, Sequence[float]], out_path, xlabel: str
 
 def plot_pairs(left, right, captions: Sequence[str], out_path, titles=("synthetic", "nearest real"),
                ncols: int = 5) -> Path:
-    """Pairs of images (``left[i]`` above ``right[i]``) in columns, each captioned."""
+    """Pairs of images (``left[i]`` above ``right[i]``), ``ncols`` pairs a row, each captioned;
+    one image axis (fast for many pairs)."""
     left, right = _display(left), _display(right)
     n = len(left)
-    if n == 0:
-        raise InputError("no pairs to plot")
+    if n == 0 or len(right) != n or len(captions) != n:
+        raise InputError(f"plot_pairs needs equally many left, right images and captions, got "
+                         f"{len(left)}, {len(right)}, {len(captions)}")
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
-    figure = Figure(figsize=(2.0 * ncols, 4.3 * nrows))
+    h, w = left.shape[1:]
+    gap_x, gap_y, pad = w // 4 + 2, h // 2 + 6, 2
+    cell_w, cell_h = w + gap_x, 2 * h + pad + gap_y
+    canvas = np.ones((nrows * cell_h, ncols * cell_w - gap_x), dtype=np.float32)
+    figure = Figure(figsize=(max(4.0, 1.6 * ncols), 3.4 * nrows))
+    axis = figure.add_subplot()
     for i in range(n):
         r, c = divmod(i, ncols)
-        for k, (image, title) in enumerate(((left[i], titles[0]), (right[i], titles[1]))):
-            axis = figure.add_subplot(2 * nrows, ncols, (2 * r + k) * ncols + c + 1)
-            axis.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            axis.set_title(title if k == 0 else f"{title}\n{captions[i]}", fontsize=7)
-            axis.axis("off")
+        y, x = r * cell_h + gap_y, c * cell_w
+        canvas[y:y + h, x:x + w] = left[i]
+        canvas[y + h + pad:y + 2 * h + pad, x:x + w] = right[i]
+        axis.text(x + w / 2, y - 1, captions[i], ha="center", va="bottom", fontsize=7)
+    axis.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    axis.set_title(f"top of each pair: {titles[0]}; below: {titles[1]}", fontsize=9)
+    axis.axis("off")
     return _save(figure, out_path)
 
 

@@ -161,11 +161,11 @@ def _figures(folder: Path, real_lesion: ImageSet, real_normal: ImageSet, synth: 
     figures["memorisation_distances"] = plots.plot_histograms(
         {"synthetic to nearest real": memo.feature_distance, "real to nearest other real": memo.real_feature_distance},
         folder / "memorisation_distances.png", xlabel="feature-space distance to nearest real training image",
-        lines={f"flag threshold ({memo.percentile:g}th percentile of real-real)": memo.feature_threshold}).name
+        lines={f"flag threshold (real-real percentile {memo.percentile:g})": memo.feature_threshold}).name
     figures["memorisation_ssim"] = plots.plot_histograms(
         {"synthetic to most similar real": memo.ssim, "real to most similar other real": memo.real_ssim},
         folder / "memorisation_ssim.png", xlabel="SSIM with the most similar real training image",
-        lines={f"flag threshold ({100 - memo.percentile:g}th percentile of real-real)": memo.ssim_threshold}).name
+        lines={f"flag threshold (real-real percentile {100 - memo.percentile:g})": memo.ssim_threshold}).name
     order = np.argsort(memo.feature_distance, kind="mergesort")[:PAIRS_SHOWN]
     figures["memorisation_pairs_feature"] = plots.plot_pairs(
         synth.images[order], train_pixels[memo.feature_index[order]],
@@ -183,15 +183,19 @@ def _fmt(value, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
+def _where(record: dict) -> str:
+    return f"shards, split {record['split']}" if record["kind"] == "shards" else "folder"
+
+
 def render_report(metrics: dict) -> str:
     """``report.md`` from a metrics dict (figures are linked by their file names)."""
     m, memo, counts, backbone = metrics, metrics["memorisation"], metrics["counts"], metrics["backbone"]
     inputs = m["inputs"]
     lines = [
         "# Evaluation report", "",
-        f"- real: `{inputs['real']['source']}` ({inputs['real']['kind']}, split {inputs['real']['split']}): "
+        f"- real: `{inputs['real']['source']}` ({_where(inputs['real'])}): "
         f"{counts['real_lesion']} lesion patches compared, {counts['real_normal']} normal patches for t-SNE",
-        f"- synthetic: `{inputs['synthetic']['source']}`: {counts['synthetic']} images",
+        f"- synthetic: `{inputs['synthetic']['source']}` ({_where(inputs['synthetic'])}): {counts['synthetic']} images",
         f"- memorisation reference: {counts['train_real']} real training images ({memo['against']})",
         f"- backbone: `{backbone['spec']}` ({backbone['dim']}-d features, input {backbone['input_size']} px, "
         f"{backbone['channels']} channel(s)); resize: {m['resize_method']}",
@@ -215,7 +219,8 @@ def render_report(metrics: dict) -> str:
         "## Memorisation", "",
         f"A synthetic image is flagged when it is closer to a real training image than all but "
         f"{memo['percentile']:g} % of real training images are to their nearest other training image "
-        f"(feature distance below {_fmt(memo['feature_threshold'])}, or SSIM above {_fmt(memo.get('ssim_threshold'))}).", "",
+        f"(feature distance below {_fmt(memo['feature_threshold'])}, "
+        f"or SSIM above {_fmt(memo.get('ssim_threshold'))}).", "",
         f"- flagged: **{memo['n_flagged']} of {memo['n_synthetic']}** ({memo['fraction_flagged']:.1%}); "
         f"feature space {memo['n_flagged_feature']}, pixel space (SSIM) {memo.get('n_flagged_ssim', 'n/a')}",
         f"- median nearest-real feature distance: synthetic {_fmt(memo['feature_distance_median'])}, "

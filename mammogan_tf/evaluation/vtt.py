@@ -167,7 +167,8 @@ def format_scores(scores: dict) -> str:
         return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
 
     lines = [f"{scores['n_images']} images ({scores['n_synthetic']} synthetic); positive = synthetic",
-             f"{'observer':<20} {'answered':>8} {'accuracy':>9} {'sensitivity':>11} {'specificity':>11} {'p(chance)':>10}"]
+             f"{'observer':<20} {'answered':>8} {'accuracy':>9} {'sensitivity':>11} {'specificity':>11} "
+             f"{'p(chance)':>10}"]
     for name, o in scores["observers"].items():
         lines.append(f"{name:<20} {o['n_answered']:>8} {fmt(o['accuracy']):>9} {fmt(o['sensitivity']):>11} "
                      f"{fmt(o['specificity']):>11} {o['p_vs_chance']:>10.3g}")
