@@ -1,15 +1,16 @@
 """Forward + backward time of the ``Upsample2D`` implementations at a DCGAN-like shape.
 
-Why: Keras' ``Conv2DTranspose`` is several times slower on CPU than PyTorch's while plain
-convolutions are on par, so the generator's upsampling is switchable
+Why: Keras' ``Conv2DTranspose`` was reported several times slower on CPU than PyTorch's while
+plain convolutions are on par, so the generator's upsampling is switchable
 (``model.generator.upsample``). This measures what each choice costs here.
 
-    python benchmarks/upsample_layers.py [--batch 64] [--size 64] [--filters 64] [--repeats 5]
+    python benchmarks/upsample_layers.py [--batch 64] [--size 64] [--filters 64] [--repeats 3]
 
-Default shape: (64, 64, 64, 64) -> (64, 128, 128, 64). Prints one JSON line per
-implementation (median ms per batch of forward + backward w.r.t. inputs and weights,
-images/s, analytic GFLOP/s with backward = 2x forward), then one line of speed ratios
-(time of ``transpose`` with the reference kernel / time of each).
+Default shape: (64, 64, 64, 64) -> (64, 128, 128, 64). The cases are timed round-robin (one
+repeat of every case, then the next round), so load from other processes hits them alike.
+Prints one JSON line per case (best and median ms per batch of forward + backward w.r.t. inputs
+and weights, images/s and analytic GFLOP/s from the best time, backward counted as 2x forward),
+then one line of speed-ups (best time of the reference transpose conv / best time of the case).
 """
 from __future__ import annotations
 
@@ -30,13 +31,13 @@ from mammogan_tf.models.registry import flops_per_image  # noqa: E402
 # depth_to_space ceil(k/2) cover the same input pixels with the same FLOPs; depth_to_space k has
 # 4x the FLOPs; nearest convolves at the output size (4x the FLOPs of transpose k).
 CASES = (("transpose", 4, 4), ("depth_to_space", 2, 4), ("depth_to_space", 4, 4), ("nearest", 3, 4),
-         ("nearest", 4, 4), ("transpose", 5, 5), ("depth_to_space", 3, 5))
+         ("nearest", 4, 4), ("transpose", 5, 5), ("depth_to_space", 3, 5), ("transpose", 3, 3))
 
 
-def measure(method: str, kernel: int, batch: int, size: int, filters: int, repeats: int) -> dict:
+def make_step(method: str, kernel: int, filters: int, images: tf.Tensor):
+    """(layer, traced forward+backward function) for one case."""
     tf.keras.utils.set_random_seed(0)
     layer = Upsample2D(filters, kernel, method)
-    images = tf.random.normal((batch, size, size, filters))
     layer(images[:1])
 
     @tf.function
@@ -46,20 +47,8 @@ def measure(method: str, kernel: int, batch: int, size: int, filters: int, repea
             loss = tf.reduce_sum(tf.square(layer(x)))
         return tape.gradient(loss, [x] + layer.trainable_variables)
 
-    step(images)  # trace and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        grads = step(images)
-        _ = grads[0].numpy()
-        times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
-    flops = flops_per_image(layer)
-    return {"impl": method, "kernel_size": kernel, "batch": batch, "in_size": size, "out_size": 2 * size,
-            "filters": filters, "params": int(layer.count_params()), "ms_per_batch": round(1000 * seconds, 1),
-            "images_per_s": round(batch / seconds, 1), "fwd_mflop_per_image": round(flops / 1e6, 1),
-            "gflop_per_s": round(3 * flops * batch / seconds / 1e9, 1),
-            "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU"}
+    step(images)[0].numpy()  # trace and warm up
+    return layer, step
 
 
 def main(argv=None) -> int:
@@ -67,18 +56,33 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=64, help="input side (output is twice)")
     parser.add_argument("--filters", type=int, default=64, help="input and output channels")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     tf.get_logger().setLevel("ERROR")  # one traced step per case is expected, not a retracing problem
-    times = {}
-    ratios = {}
+    images = tf.random.normal((args.batch, args.size, args.size, args.filters))
+    steps = {(method, kernel): make_step(method, kernel, args.filters, images) for method, kernel, _ in CASES}
+    times = {key: [] for key in steps}
+    for _ in range(args.repeats):
+        for key, (_, step) in steps.items():
+            start = time.perf_counter()
+            step(images)[0].numpy()
+            times[key].append(time.perf_counter() - start)
+    device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+    speedups = {}
     for method, kernel, reference in CASES:
-        result = measure(method, kernel, args.batch, args.size, args.filters, args.repeats)
-        times[method, kernel] = result["ms_per_batch"]
-        print(json.dumps(result), flush=True)
-        ratios[f"{method}_k{kernel}_vs_transpose_k{reference}"] = round(
-            times["transpose", reference] / result["ms_per_batch"], 2)
-    print(json.dumps({"speedup_vs_transpose": ratios}))
+        layer, _ = steps[method, kernel]
+        best = min(times[method, kernel])
+        flops = flops_per_image(layer)
+        print(json.dumps({
+            "impl": method, "kernel_size": kernel, "batch": args.batch, "in_size": args.size,
+            "out_size": 2 * args.size, "filters": args.filters, "params": int(layer.count_params()),
+            "ms_per_batch": round(1000 * best, 1),
+            "ms_per_batch_median": round(1000 * statistics.median(times[method, kernel]), 1),
+            "images_per_s": round(args.batch / best, 1), "fwd_mflop_per_image": round(flops / 1e6, 1),
+            "gflop_per_s": round(3 * flops * args.batch / best / 1e9, 1), "device": device}), flush=True)
+        speedups[f"{method}_k{kernel}_vs_transpose_k{reference}"] = round(
+            min(times["transpose", reference]) / best, 2)
+    print(json.dumps({"speedup_vs_transpose": speedups}))
     return 0
 
 

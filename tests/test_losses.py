@@ -78,6 +78,15 @@ def test_one_sided_label_smoothing_changes_only_real_targets(kind):
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", LOSS_KINDS)
+def test_real_label_may_be_a_tensor_in_a_traced_step(kind):
+    step = tf.function(lambda label: discriminator_loss(kind, REAL, FAKE, real_label=label))
+    for label in (1.0, 0.8):
+        expected = np_disc(kind, REAL, FAKE, label if kind in ("minimax", "non_saturating", "least_squares")
+                           else 1.0)
+        np.testing.assert_allclose(step(tf.constant(label)).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_label_smoothing_and_unknown_kind_are_config_errors():
     with pytest.raises(ConfigError, match="hinge"):
         discriminator_loss("hinge", REAL, FAKE, real_label=0.9)

@@ -13,7 +13,7 @@ from mammogan_tf.models.acgan import ACGANDiscriminator, ACGANGenerator
 from mammogan_tf.models.config import ModelConfig
 from mammogan_tf.models.dcgan import DCGANDiscriminator, DCGANGenerator, generator_widths, layer_strides
 from mammogan_tf.models.layers import Upsample2D
-from mammogan_tf.models.registry import build_gan, flops_per_image
+from mammogan_tf.models.registry import BUILDERS, build_gan, flops_per_image
 
 # The `model:` blocks of the paper presets (experiments/*.yaml carry the same text).
 PRESETS = yaml.safe_load("""
@@ -228,10 +228,11 @@ def test_flops_per_image_matches_hand_count():
     # D: conv 3x3 1->4 out 8x8; 4->8 out 4x4; 8->8 out 2x2; dense 32 -> 1.
     assert flops_per_image(discriminator) == 2 * (9 * 1 * 4 * 64 + 9 * 4 * 8 * 16 + 9 * 8 * 8 * 4 + 32)
     # Sub-pixel and nearest variants: plain convs with 4x the output channels / at the output size.
-    sub_pixel, _ = build_gan(tiny_config(upsample="depth_to_space"))
-    assert flops_per_image(sub_pixel) == 2 * (8 * 128 + 9 * 8 * 16 * 16 + 9 * 4 * 4 * 64)
-    nearest, _ = build_gan(tiny_config(upsample="nearest"))
-    assert flops_per_image(nearest) == 2 * (8 * 128 + 9 * 8 * 4 * 64 + 9 * 4 * 1 * 256)
+    sub_pixel, _ = BUILDERS["dcgan"](tiny_config(upsample="depth_to_space"))
+    z = np.zeros((1, 8), np.float32)
+    assert flops_per_image(sub_pixel, z) == 2 * (8 * 128 + 9 * 8 * 16 * 16 + 9 * 4 * 4 * 64)
+    nearest, _ = BUILDERS["dcgan"](tiny_config(upsample="nearest"))
+    assert flops_per_image(nearest, z) == 2 * (8 * 128 + 9 * 8 * 4 * 64 + 9 * 4 * 1 * 256)
 
 
 def test_flops_per_image_of_a_plain_keras_model():
@@ -259,14 +260,14 @@ def test_preset_alyafi128_full_size():
     generator, discriminator = build_gan(config)
     assert generator(generator.sample_latent(2, tf.constant([0, 0]))).shape == (2, 128, 128, 1)
     assert discriminator(tf.zeros((2, 128, 128, 1))).shape == (2, 1)
-    assert [block.conv.kernel_size for block in discriminator.blocks] == [4, 6, 6, 6, 6]
+    assert [block.conv.kernel_size[0] for block in discriminator.blocks] == [4, 6, 6, 6, 6]
     bn = 4
     assert generator.count_params() == (16 * 200 * 450 + bn * 450 + 16 * 450 * 360 + bn * 360
                                         + 16 * 360 * 180 + bn * 180 + 16 * 180 * 90 + bn * 90
-                                        + 16 * 90 * 45 + bn * 45 + 16 * 45 + 1) == 5_209_021
+                                        + 16 * 90 * 45 + bn * 45 + 16 * 45 + 1) == 5_398_021
     assert discriminator.count_params() == (16 * 45 + 45 + 36 * 45 * 90 + bn * 90 + 36 * 90 * 180
                                             + bn * 180 + 36 * 180 * 360 + bn * 360 + 36 * 360 * 450
-                                            + bn * 450 + 16 * 450 + 1) == 8_670_691
+                                            + bn * 450 + 16 * 450 + 1) == 8_906_086
 
 
 def test_preset_fridadar_acgan64_validates():

@@ -42,9 +42,10 @@ def _check_kind(kind: str) -> None:
         raise ConfigError(f"loss {kind!r}: unknown GAN loss; choose one of {', '.join(LOSS_KINDS)}")
 
 
-def _bce(logits, target: float) -> tf.Tensor:
+def _bce(logits, target) -> tf.Tensor:
     logits = tf.cast(logits, tf.float32)
-    return tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.fill(tf.shape(logits), target), logits=logits)
+    labels = tf.fill(tf.shape(logits), tf.cast(target, tf.float32))
+    return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
 def discriminator_loss(kind: str, real_logits, fake_logits, real_label: float = 1.0) -> tf.Tensor:
@@ -52,10 +53,12 @@ def discriminator_loss(kind: str, real_logits, fake_logits, real_label: float = 
 
     real_logits, fake_logits: (B, 1) float logits of D on real and generated images.
     real_label: target of real images for minimax / non_saturating / least_squares
-    (1.0 = no smoothing; e.g. 0.9 = one-sided label smoothing). Fake targets stay 0.
+    (1.0 = no smoothing; e.g. 0.9 = one-sided label smoothing). Fake targets stay 0. A Python
+    number or a scalar float tensor (e.g. a per-epoch label fed to a traced step without
+    retracing); a tensor is not checked, and is ignored by wasserstein and hinge.
     """
     _check_kind(kind)
-    if real_label != 1.0 and kind not in SMOOTHABLE_KINDS:
+    if isinstance(real_label, (int, float)) and real_label != 1.0 and kind not in SMOOTHABLE_KINDS:
         raise ConfigError(f"real_label {real_label}: one-sided label smoothing applies only to "
                           f"{', '.join(SMOOTHABLE_KINDS)}; set it to 1.0 for the {kind} loss")
     real = tf.cast(real_logits, tf.float32)
@@ -63,7 +66,8 @@ def discriminator_loss(kind: str, real_logits, fake_logits, real_label: float = 
     if kind in ("minimax", "non_saturating"):
         return _per_example(_bce(real, real_label)) + _per_example(_bce(fake, 0.0))
     if kind == "least_squares":
-        return 0.5 * (_per_example(tf.square(real - real_label)) + _per_example(tf.square(fake)))
+        target = tf.cast(real_label, tf.float32)
+        return 0.5 * (_per_example(tf.square(real - target)) + _per_example(tf.square(fake)))
     if kind == "wasserstein":
         return _per_example(fake) - _per_example(real)
     return _per_example(tf.nn.relu(1.0 - real)) + _per_example(tf.nn.relu(1.0 + fake))
