@@ -4,6 +4,8 @@
 
 The decode rate (``read_image`` alone, one process) is the ceiling of one worker; the ratio
 prepare/decode says how much of the time goes to masking, normalisation, sampling and encoding.
+TensorFlow (used to write the shards) is imported before timing: a one-off cost of a few
+seconds per process that would otherwise be charged to the first measurement.
 Prints one JSON object per measurement and a summary JSON object on the last line.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import mammogan_tf.data.shards  # noqa: F401 - TensorFlow import kept out of the timings
 from mammogan_tf.config import PrepareConfig
 from mammogan_tf.data.images import read_image
 from mammogan_tf.data.prepare import run_prepare
