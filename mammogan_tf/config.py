@@ -11,16 +11,12 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from mammogan_tf.errors import ConfigError
-from mammogan_tf.training.config import TrainConfig, deferred_section
-
-
-class Section(BaseModel):
-    """Base of every config section: unknown keys are errors; values are re-checked on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from mammogan_tf.models.config import ModelConfig
+from mammogan_tf.sections import Section
+from mammogan_tf.training.config import TrainConfig
 
 
 class NormalizationConfig(Section):
@@ -100,7 +96,7 @@ class ExperimentConfig(Section):
     name: str = "experiment"
     output_dir: str = "runs"
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
-    model: deferred_section("mammogan_tf.models.config", "ModelConfig")  # type: ignore[valid-type]
+    model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 

@@ -13,7 +13,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from mammogan_tf.config import Section
+from mammogan_tf.sections import Section
 
 Activation = Literal["relu", "leaky_relu", "elu", "gelu", "swish"]
 

@@ -1,1 +1,8 @@
-"""synthesis"""
+"""Synthesis: sampling trained generators and exporting marked synthetic patches.
+
+- ``sampling``: ``load_generator(run_dir, checkpoint)``, ``latent_vectors``, ``generate_batches``
+  (image i of a seed is the same whatever the batching).
+- ``export``: provenance records, 16-bit PNG with text chunks, synthetic DICOM.
+- ``synthesize``: ``run_synthesize`` (the ``mammogan synthesize`` stage: shards, PNG or DICOM
+  plus a ``synthesize`` manifest).
+"""

@@ -16,10 +16,6 @@ from mammogan_tf.config import ExperimentConfig, load_config
 from mammogan_tf.errors import ConfigError, InputError
 from mammogan_tf.manifest import MANIFEST_NAME
 
-FIT_EPOCHS = 8
-"""Epochs of the backbone fitted for the metric when it is missing (a small CNN, seconds on CPU)."""
-
-
 def _manifest_path(manifest: str) -> Path:
     path = Path(manifest)
     return path if path.suffix == ".json" else path / MANIFEST_NAME
@@ -64,7 +60,7 @@ def ensure_backbone(config: ExperimentConfig, manifest: Path, progress: bool = T
     from mammogan_tf.evaluation.features import fit_backbone
 
     print(f"fitting the metric backbone {path} on {manifest.parent}")
-    result = fit_backbone(manifest, path, epochs=FIT_EPOCHS, seed=config.train.seed, progress=progress)
+    result = fit_backbone(manifest, path, seed=config.train.seed, progress=progress)
     if result.get("val_balanced_accuracy") is not None:
         print(f"backbone balanced accuracy on val: {result['val_balanced_accuracy']:.3f}")
 

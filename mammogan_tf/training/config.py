@@ -3,57 +3,19 @@
 Numbers that papers give live in ``experiments/*.yaml``; the defaults here are the common
 DCGAN settings (Radford et al.: Adam 2e-4, beta_1 0.5) and every optional technique off.
 
-This module imports nothing from ``mammogan_tf.config`` (which imports it for
-``ExperimentConfig.train``); ``_Section`` repeats the two settings of ``config.Section``.
-``deferred_section`` lets ``ExperimentConfig`` hold a section whose module imports
-``mammogan_tf.config`` itself (``model:``) without an import cycle.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.errors import PydanticUndefinedAnnotation
+from pydantic import Field, field_validator, model_validator
+
+from mammogan_tf.sections import Section
 
 LossKind = Literal["minimax", "non_saturating", "least_squares", "wasserstein", "hinge"]
 
 
-class _DeferredSchema:
-    """Pydantic schema of ``module.name``, imported when the schema is first needed.
-
-    While ``module`` is itself still being imported (it imports ``mammogan_tf.config``, which
-    is building ``ExperimentConfig``), pydantic is told the annotation is not defined yet and
-    completes the model on first use, when every module is loaded.
-    """
-
-    def __init__(self, module: str, name: str):
-        self.module, self.name = module, name
-
-    def resolve(self) -> type[BaseModel]:
-        return getattr(importlib.import_module(self.module), self.name)
-
-    def __get_pydantic_core_schema__(self, source, handler):
-        try:
-            cls = self.resolve()
-        except (ImportError, AttributeError):
-            raise PydanticUndefinedAnnotation(self.name, f"{self.module} is still being imported") from None
-        return handler.generate_schema(cls)
-
-
-def deferred_section(module: str, name: str):
-    """Annotation for a config section ``module.name`` (default: its defaults), resolved lazily."""
-    schema = _DeferredSchema(module, name)
-    return Annotated[Any, schema, Field(default_factory=lambda: schema.resolve()())]
-
-
-class _Section(BaseModel):
-    """Unknown keys are errors; values are re-checked on assignment (as ``config.Section``)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class TrainDataConfig(_Section):
+class TrainDataConfig(Section):
     """Where the real patches come from (a ``prepare`` output folder or its manifest.json)."""
 
     manifest: Optional[str] = Field(None, description="prepare output folder or its manifest.json")
@@ -67,7 +29,7 @@ class TrainDataConfig(_Section):
     phantom_images: int = Field(16, ge=1)
 
 
-class ScheduleConfig(_Section):
+class ScheduleConfig(Section):
     """Learning-rate schedule by epochs: ``step`` multiplies by ``rate`` every ``every_epochs``."""
 
     kind: Literal["constant", "step"] = "constant"
@@ -75,7 +37,7 @@ class ScheduleConfig(_Section):
     every_epochs: int = Field(1, ge=1)
 
 
-class OptimizerConfig(_Section):
+class OptimizerConfig(Section):
     """Adam for one network."""
 
     learning_rate: float = Field(2e-4, gt=0)
@@ -85,7 +47,7 @@ class OptimizerConfig(_Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
 
-class EMAConfig(_Section):
+class EMAConfig(Section):
     """Exponential moving average of the generator weights (sampled, evaluated, synthesised)."""
 
     enabled: bool = False
@@ -93,7 +55,7 @@ class EMAConfig(_Section):
     start_step: int = Field(0, ge=0, description="copy the weights until this step")
 
 
-class AugmentConfig(_Section):
+class AugmentConfig(Section):
     """Augmentation of everything the discriminator sees, real and generated alike
     (``training.augment.DiscriminatorAugment``; Alyafi: flips; DiffAugment/ADA: the rest)."""
 
@@ -111,7 +73,7 @@ class AugmentConfig(_Section):
     contrast: float = Field(0.5, ge=0, lt=1)
 
 
-class MetricConfig(_Section):
+class MetricConfig(Section):
     """The metric that keeps ``best/`` (Alyafi's FID-guided saving)."""
 
     name: Literal["fid", "kid", "none"] = "fid"
@@ -125,7 +87,7 @@ class MetricConfig(_Section):
     seed: int = 12345
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """The adversarial training loop (``mammogan-train``)."""
 
     data: TrainDataConfig = Field(default_factory=TrainDataConfig)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -37,12 +36,13 @@ from mammogan_tf.config import ExperimentConfig, dump_config
 from mammogan_tf.errors import ConfigError, InputError, TrainingError
 from mammogan_tf.manifest import MANIFEST_NAME, build_manifest, input_record, read_manifest, write_json_atomic
 from mammogan_tf.models.registry import build_gan
+from mammogan_tf.synthesis.sampling import latent_vectors
 from mammogan_tf.training import schedules
 from mammogan_tf.training.augment import AdaptiveAugmentController, DiscriminatorAugment
-from mammogan_tf.training.checkpoints import CHECKPOINT_DIR, RunCheckpoints, read_best
+from mammogan_tf.training.checkpoints import RunCheckpoints, read_best
 from mammogan_tf.training.config import TrainConfig
-from mammogan_tf.training.losses import (SMOOTHABLE_KINDS, class_loss, discriminator_loss, generator_loss,
-                                         gradient_penalty, r1_penalty)
+from mammogan_tf.training.losses import (class_loss, discriminator_loss, generator_loss, gradient_penalty,
+                                         r1_penalty)
 from mammogan_tf.training.run_log import CURVE_FILE, RunLog, plot_metric_curve
 from mammogan_tf.training.strategy import is_chief, make_strategy, worker_id
 
@@ -128,21 +128,6 @@ class RandomData:
 
 # -------------------------------------------------------------------------------- trainer
 
-def smoothed_discriminator_loss(kind: str, real_logits, fake_logits, real_label) -> tf.Tensor:
-    """``losses.discriminator_loss`` with ``real_label`` a float32 tensor (the per-epoch label,
-    fed to the step as a tensor so that a new label does not retrace it). (B,) float32.
-
-    ``discriminator_loss`` checks its label in Python, so it is called with the floats 0, 1/2
-    and 1 and the results are interpolated: every kind with a target (BCE: linear in it; least
-    squares: quadratic) is a polynomial of degree <= 2 in the label, so this is exact.
-    """
-    if kind not in SMOOTHABLE_KINDS:
-        return discriminator_loss(kind, real_logits, fake_logits)
-    low, mid, high = (discriminator_loss(kind, real_logits, fake_logits, real_label=v) for v in (0.0, 0.5, 1.0))
-    t = tf.cast(real_label, tf.float32)
-    return low * (2 * t - 1) * (t - 1) + mid * 4 * t * (1 - t) + high * t * (2 * t - 1)
-
-
 def _heads(output):
     """(logits (B, 1), class logits (B, C) or None) of a discriminator output."""
     if isinstance(output, (tuple, list)):
@@ -176,9 +161,11 @@ class GANTrainer:
         finally:
             keras.mixed_precision.set_dtype_policy(previous_policy)
         self.num_classes = int(getattr(self.generator, "num_classes", 0) or 0)
-        self._step_fn = tf.function(self._train_step)
-        self._generate_fn = tf.function(self._generate, reduce_retracing=True)
-        compute = dict(jit_compile=True) if config.jit_compile else None
+        # No autograph: the step has no tensor-dependent Python control flow, and tracing
+        # without it takes half the time.
+        self._step_fn = tf.function(self._train_step, autograph=False)
+        self._generate_fn = tf.function(self._generate, reduce_retracing=True, autograph=False)
+        compute = dict(jit_compile=True, autograph=False) if config.jit_compile else None
         self._d_compute = tf.function(self._d_gradients, **compute) if compute else self._d_gradients
         self._g_compute = tf.function(self._g_gradients, **compute) if compute else self._g_gradients
 
@@ -286,7 +273,7 @@ class GANTrainer:
             real_in, fake_in = self._augmented(images, real_aug), self._augmented(fake, fake_aug)
             real_logits, real_classes = _heads(discriminator(real_in, training=True))
             fake_logits, fake_classes = _heads(discriminator(fake_in, training=True))
-            per_example = smoothed_discriminator_loss(config.loss, real_logits, fake_logits, real_label)
+            per_example = discriminator_loss(config.loss, real_logits, fake_logits, real_label=real_label)
             if self.num_classes:
                 per_example += config.class_loss_weight * (class_loss(labels, real_classes)
                                                            + class_loss(fake_labels, fake_classes))
@@ -390,11 +377,8 @@ class GANTrainer:
         return self.sampler(inputs, training=False)
 
     def latents(self, count: int, seed: int, offset: int = 0) -> np.ndarray:
-        """Latent vectors (count, L) of a fixed stream: vector i comes from seed (seed, offset + i)."""
-        seeds = tf.stack([tf.fill([count], tf.constant(seed, tf.int64)),
-                          tf.range(offset, offset + count, dtype=tf.int64)], axis=1)
-        return tf.map_fn(lambda s: self.generator.sample_latent(1, s)[0], seeds,
-                         fn_output_signature=tf.float32).numpy()
+        """Latent vectors (count, L) of the fixed stream ``seed`` (see ``synthesis.sampling``)."""
+        return latent_vectors(self.generator, seed, offset, count)
 
     def generate(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         """Images (N, S, S, 1) in [-1, 1] from latents (N, L) [and labels (N,)], inference mode."""
@@ -405,9 +389,11 @@ class GANTrainer:
 # -------------------------------------------------------------------------------- metric
 
 class SampleMetric:
-    """FID or KID (``metric.name``) between ``n_samples`` generated patches, always from the
-    same latents, and up to ``n_samples`` real patches of ``metric.split``, in the feature
-    space of ``metric.backbone``. Real features are computed once."""
+    """FID or KID (``metric.name``) between generated patches, always from the same latents
+    (stream ``metric.seed``), and as many real patches of ``metric.split`` (``n_samples``, or all
+    of them when fewer; a fixed seeded draw), in the feature space of ``metric.backbone``.
+    Conditional generators get the class labels of the real sample. Real features are computed
+    once per process."""
 
     def __init__(self, config, data_path: str | os.PathLike, lesion_types, backbone=None):
         from mammogan_tf.evaluation.features import load_backbone
@@ -422,8 +408,8 @@ class SampleMetric:
         if self._real is None:
             from mammogan_tf.data.shards import make_dataset
 
-            dataset = make_dataset(self.data_path, self.config.split, self.config.batch_size, shuffle=False,
-                                   lesion_types=self.lesion_types)
+            dataset = make_dataset(self.data_path, self.config.split, self.config.batch_size, shuffle=True,
+                                   seed=self.config.seed, lesion_types=self.lesion_types)
             images, labels, total = [], [], 0
             for batch, batch_labels in dataset:
                 images.append(batch.numpy())
@@ -448,7 +434,7 @@ class SampleMetric:
 
     def __call__(self, trainer: GANTrainer, class_names) -> float:
         real = self._real_features(class_names)
-        count = max(len(real), 2) if len(real) < self.config.n_samples else self.config.n_samples
+        count = min(self.config.n_samples, len(real))
         z = trainer.latents(count, self.config.seed)
         labels = np.resize(self._labels, count) if trainer.num_classes else None
         size = self.config.batch_size
@@ -600,11 +586,10 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike, *, resume: bool 
                "final": {k: float(v) for k, v in stats.items()}}
     if chief:
         inputs = [input_record(data.path)] if getattr(data, "path", None) is not None else []
+        sampler = "ema_generator" if trainer.ema_generator is not None else "generator"
         manifest = build_manifest("train", run_dir, config=config.model_dump(mode="json"), inputs=inputs,
-                                  counts={"steps": total, "examples": data.num_examples},
-                                  files=_files_of(run_dir),
+                                  counts={"steps": total, "examples": data.num_examples}, files=_files_of(run_dir),
                                   extra={"best": best, "last_checkpoint": Path(checkpoints.latest).name,
-                                         "class_names": list(data.class_names),
-                                         "sampler": "ema_generator" if trainer.ema_generator is not None else "generator"})
+                                         "class_names": list(data.class_names), "sampler": sampler})
         write_json_atomic(run_dir / MANIFEST_NAME, manifest)
     return summary

@@ -39,7 +39,8 @@ def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 2) -> 
     pixels = np.rint((np.clip(images, -1, 1) + 1) * 127.5).astype(np.uint8)
     for index in range(count):
         r, c = divmod(index, columns)
-        grid[r * (height + pad):r * (height + pad) + height, c * (width + pad):c * (width + pad) + width] = pixels[index]
+        top, left = r * (height + pad), c * (width + pad)
+        grid[top:top + height, left:left + width] = pixels[index]
     return grid
 
 

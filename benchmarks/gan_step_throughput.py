@@ -1,0 +1,113 @@
+"""GAN training-step throughput: images/s of full steps (D and G updates) and achieved GFLOP/s.
+
+    python benchmarks/gan_step_throughput.py --preset fridadar64 --batch 64 --steps 20 \
+        [--strategy default|mirrored] [--mixed-precision float16|bfloat16] [--jit]
+
+Presets are the ``model:`` sections of the paper experiments (``--preset`` names below, or
+``--config`` any experiment YAML). Data are random images already in memory, so the number is
+the speed of the training step itself: one step = ``d_steps`` D updates (each on B real and B
+generated images) + ``g_steps`` G updates, exactly ``GANTrainer.train_step``.
+
+FLOPs are counted from the models (``models.registry.flops_per_image``: convolutions, transposed
+convolutions and dense layers, 2 per multiply-add) with the usual backward = 2 x forward:
+  D update, per image:  G forward (1 G) + D forward and backward on the real and the fake image (2 x 3 D)
+  G update, per image:  G forward and backward (3 G) + D forward and input-gradient backward (2 D)
+  step = d_steps * (G + 6 D) + g_steps * (3 G + 2 D) per image of the global batch.
+"images_per_second" counts the B real images of each D update (B * d_steps per step).
+Prints progress lines, then one JSON object on the last line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+PRESETS = {
+    "fridadar64": "fridadar2018_dcgan_mass.yaml",
+    "fridadar64_acgan": "fridadar2018_acgan.yaml",
+    "alyafi128": "alyafi2019_dcgan_mass.yaml",
+    "mias64": "mias_dcgan_mass.yaml",
+    "quickstart": "quickstart.yaml",
+}
+
+
+def step_flops(g_forward: int, d_forward: int, d_steps: int = 1, g_steps: int = 1) -> int:
+    """FLOPs of one training step per image of the global batch (see the module doc)."""
+    return d_steps * (g_forward + 6 * d_forward) + g_steps * (3 * g_forward + 2 * d_forward)
+
+
+def _device() -> str:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"{len(gpus)} x {details.get('device_name', 'GPU')}"
+    return f"CPU ({platform.processor() or platform.machine()})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="fridadar64")
+    parser.add_argument("--config", type=Path, help="experiment YAML instead of a preset")
+    parser.add_argument("--batch", type=int, default=64, help="global batch size")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps (after --warmup)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps (tracing, autotuning)")
+    parser.add_argument("--strategy", default="default", choices=("default", "mirrored", "multi_worker"))
+    parser.add_argument("--mixed-precision", choices=("float16", "bfloat16"))
+    parser.add_argument("--jit", action="store_true", help="XLA-compile the replica computations")
+    args = parser.parse_args()
+
+    from mammogan_tf.config import load_config
+    from mammogan_tf.models.registry import flops_per_image
+    from mammogan_tf.training import schedules
+    from mammogan_tf.training.gan_loop import GANTrainer, RandomData
+
+    path = args.config or EXPERIMENTS / PRESETS[args.preset]
+    overrides = [f"train.batch_size={args.batch}", f"train.strategy={args.strategy}",
+                 f"train.jit_compile={str(args.jit).lower()}", "train.metric.name=none"]
+    if args.mixed_precision:
+        overrides.append(f"train.mixed_precision={args.mixed_precision}")
+    config = load_config(path, overrides)
+    trainer = GANTrainer(config.model, config.train)
+    train = config.train
+    data = RandomData(config.model.image_size, args.batch, trainer.num_classes)
+    iterator = trainer.distribute(data.epoch(0, (args.warmup + args.steps) * train.d_steps))
+    real_label = schedules.real_label(train.real_label, train.seed, epoch=0)
+
+    start = time.perf_counter()
+    for step in range(args.warmup):
+        stats = trainer.train_step(iterator, step, real_label)
+    float(stats["d_loss"])
+    warmup_s = time.perf_counter() - start
+    print(f"warm-up: {args.warmup} steps in {warmup_s:.1f} s (tracing included)", flush=True)
+    start = time.perf_counter()
+    for step in range(args.warmup, args.warmup + args.steps):
+        stats = trainer.train_step(iterator, step, real_label)
+    float(stats["d_loss"])  # wait for the last step
+    seconds = time.perf_counter() - start
+
+    g_flops = flops_per_image(trainer.generator)
+    d_flops = flops_per_image(trainer.discriminator)
+    per_image = step_flops(g_flops, d_flops, train.d_steps, train.g_steps)
+    steps_per_s = args.steps / seconds
+    result = {
+        "preset": args.preset if args.config is None else str(args.config), "image_size": config.model.image_size,
+        "family": config.model.family, "batch": args.batch, "steps": args.steps, "strategy": args.strategy,
+        "replicas": trainer.replicas, "device": _device(), "mixed_precision": args.mixed_precision,
+        "jit_compile": args.jit, "seconds": round(seconds, 3), "steps_per_second": round(steps_per_s, 3),
+        "images_per_second": round(steps_per_s * args.batch * train.d_steps, 2),
+        "generator_gflop_per_image": round(g_flops / 1e9, 4), "discriminator_gflop_per_image": round(d_flops / 1e9, 4),
+        "step_gflop_per_image": round(per_image / 1e9, 4),
+        "achieved_gflop_per_second": round(per_image * args.batch * steps_per_s / 1e9, 2),
+        "warmup_seconds": round(warmup_s, 2),
+        "final_d_loss": round(float(stats["d_loss"]), 4), "final_g_loss": round(float(stats["g_loss"]), 4),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The ``synthesize`` stage: a finished training run -> N marked synthetic patches.
+
+Output folder (built in ``<out>.partial`` and renamed into place when complete)::
+
+    manifest.json     stage "synthesize": the run manifest and checkpoint (path + sha256) as
+                      inputs, the settings, counts per class, sha256 of every file, and for
+                      shards the same keys as a prepare manifest (``splits`` {"train": [...]},
+                      ``classes``, ``patch_size``, ``counts`` {"train": {...}}) so that
+                      ``make_dataset`` and ``train.data`` read it like prepared data
+    shards/train-NNNNN.tfrecord | synthetic-<class>-NNNNNNN.png | .dcm
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from mammogan_tf.data.table import LESION_TYPES
+from mammogan_tf.errors import ConfigError
+from mammogan_tf.manifest import (MANIFEST_NAME, build_manifest, input_record, partial_dir, publish,
+                                  write_json_atomic)
+from mammogan_tf.synthesis.export import DicomSeries, provenance, to_unit, write_png
+from mammogan_tf.synthesis.sampling import generate_batches, load_generator
+
+FORMATS = ("shards", "png", "dicom")
+RECORDS_PER_SHARD = 4096
+
+
+class _ShardOutput:
+    """Records of ``data.shards`` with ``synthetic=1`` and the provenance JSON."""
+
+    def __init__(self, folder: Path, loaded):
+        from mammogan_tf.data.shards import ShardWriter
+
+        self.writer = ShardWriter(folder / "shards", "train", per_shard=RECORDS_PER_SHARD)
+        self.prefix = f"synthetic-{loaded.sha256[:12]}"
+
+    def write(self, index: int, pixels, lesion_type: str, record: dict) -> None:
+        from mammogan_tf.data.shards import serialize_patch
+
+        kind = lesion_type if lesion_type in LESION_TYPES else "other"
+        self.writer.write(serialize_patch(
+            pixels, label=LESION_TYPES.index(kind), lesion_type=kind, pathology="unknown", patient_id="SYNTHETIC",
+            image_id=f"{self.prefix}-{record['seed']}-{index:07d}", kind="lesion", synthetic=True,
+            provenance=record))
+
+    def finish(self) -> list[str]:
+        self.writer.close_shard()
+        return [f"shards/{name}" for name in self.writer.files]
+
+
+class _FileOutput:
+    """One PNG or DICOM file per patch, ``synthetic-<class>-<index>.<ext>``."""
+
+    def __init__(self, folder: Path, loaded, fmt: str):
+        self.folder, self.files = folder, []
+        self.series = DicomSeries(f"{loaded.model_config.family} lesion patches") if fmt == "dicom" else None
+
+    def write(self, index: int, pixels, lesion_type: str, record: dict) -> None:
+        name = f"synthetic-{lesion_type}-{index:07d}.{'dcm' if self.series else 'png'}"
+        if self.series is not None:
+            self.series.write(self.folder / name, pixels, record, number=index + 1)
+        else:
+            write_png(self.folder / name, pixels, record)
+        self.files.append(name)
+
+    def finish(self) -> list[str]:
+        return self.files
+
+
+def run_synthesize(run_dir: str | os.PathLike, n: int, out_dir: str | os.PathLike, *, fmt: str = "shards",
+                   checkpoint: str = "best", class_name: str | int | None = None, seed: int = 0,
+                   batch_size: int = 64, progress: bool = True) -> dict:
+    """Generate ``n`` patches from ``run_dir``'s ``checkpoint`` into ``out_dir`` as ``fmt``;
+    returns the manifest. Image ``i`` depends only on (checkpoint, seed, i[, class])."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if n < 1 or batch_size < 1:
+        raise ConfigError(f"--n {n} / --batch-size {batch_size}: both must be >= 1")
+    loaded = load_generator(run_dir, checkpoint)
+    class_index = loaded.class_index(class_name)
+    staging = partial_dir(out_dir)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    output = _ShardOutput(staging, loaded) if fmt == "shards" else _FileOutput(staging, loaded, fmt)
+    counts: Counter = Counter()
+    with tqdm(total=n, unit="img", desc="synthesize", disable=not progress) as bar:
+        for indices, images, labels in generate_batches(loaded, n, seed, class_index, batch_size):
+            for k, index in enumerate(indices):
+                label = None if labels is None else int(labels[k])
+                lesion_type = loaded.class_name(label)
+                output.write(int(index), to_unit(images[k]), lesion_type,
+                             provenance(loaded, seed, index, lesion_type, label))
+                counts[lesion_type] += 1
+            bar.update(len(indices))
+    files = output.finish()
+    settings = {"run": str(Path(run_dir).resolve()), "checkpoint": checkpoint, "n": n, "class": class_name,
+                "seed": seed, "format": fmt, "batch_size": batch_size}
+    inputs = [input_record(Path(run_dir) / MANIFEST_NAME),
+              {**input_record(loaded.checkpoint + ".index"), "generator_sha256": loaded.sha256}]
+    extra = {"generator_sha256": loaded.sha256, "checkpoint_step": loaded.step, "format": fmt, "synthetic": True,
+             "classes": list(LESION_TYPES), "patch_size": loaded.model_config.image_size}
+    if fmt == "shards":
+        extra["splits"] = {"train": files}
+    manifest = build_manifest("synthesize", staging, config=settings, inputs=inputs,
+                              counts={"train": dict(counts)} if fmt == "shards" else dict(counts),
+                              files=files, extra=extra)
+    write_json_atomic(staging / MANIFEST_NAME, manifest)
+    publish(staging, out_dir)
+    return manifest
