@@ -50,7 +50,7 @@ def all_patches(mias_shards):
 @pytest.fixture(scope="session")
 def fitted(mias_shards, tmp_path_factory):
     path = tmp_path_factory.mktemp("backbone") / "mias.keras"
-    assert main(["features", "fit", "--shards", str(mias_shards), "--out", str(path), "--epochs", "3",
+    assert main(["features", "fit", "--shards", str(mias_shards), "--out", str(path), "--epochs", "3", "--min-steps", "0",
                  "--steps-per-epoch", "8", "--batch-size", "32", "--quiet"]) == 0
     return path
 

@@ -33,7 +33,8 @@ def _features_fit(args) -> int:
     from mammogan_tf.evaluation.features import fit_backbone
 
     filters = tuple(int(f) for f in args.filters.split(","))
-    result = fit_backbone(args.shards, args.out, epochs=args.epochs, batch_size=args.batch_size,
+    result = fit_backbone(args.shards, args.out, epochs=args.epochs, min_steps=args.min_steps,
+                          batch_size=args.batch_size,
                           steps_per_epoch=args.steps_per_epoch, learning_rate=args.learning_rate,
                           filters=filters, size=args.size, task=args.task, seed=args.seed,
                           progress=not args.quiet)
@@ -118,6 +119,8 @@ def register(subparsers) -> None:
     fit.add_argument("--task", choices=("lesion", "classes"), default="lesion",
                      help="lesion: any lesion vs normal (default); classes: every class")
     fit.add_argument("--epochs", type=int, default=15)
+    fit.add_argument("--min-steps", type=int, default=300,
+                     help="train at least this many steps (more epochs on small data; default 300)")
     fit.add_argument("--steps-per-epoch", type=int, help="default: one pass over the train split")
     fit.add_argument("--batch-size", type=int, default=64)
     fit.add_argument("--learning-rate", type=float, default=1e-3)

@@ -112,7 +112,7 @@ def build_feature_cnn(input_size: int, n_classes: int | None = None, filters=(16
     for i, width in enumerate(filters):
         x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{i}",
                                 kernel_initializer=keras.initializers.GlorotUniform(seed + i))(x)
-        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
         x = keras.layers.ReLU(name=f"relu{i}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
     features = keras.layers.GlobalAveragePooling2D(name=FEATURE_LAYER)(x)
@@ -270,7 +270,7 @@ def accumulate_statistics(backbone: Backbone, images, batch_size: int = 32, keep
 # ------------------------------------------------------------------- mammogan features fit
 
 def fit_backbone(manifest: str | os.PathLike, out_path: str | os.PathLike, *, epochs: int = 15,
-                 batch_size: int = 64, steps_per_epoch: int | None = None, learning_rate: float = 1e-3,
+                 min_steps: int = 300, batch_size: int = 64, steps_per_epoch: int | None = None, learning_rate: float = 1e-3,
                  filters=(16, 32, 64), size: int | None = None, task: str = "lesion", seed: int = 0,
                  progress: bool = True) -> dict:
     """Train :func:`build_feature_cnn` to tell the classes of a prepare manifest apart (lesion
@@ -283,7 +283,8 @@ def fit_backbone(manifest: str | os.PathLike, out_path: str | os.PathLike, *, ep
     balanced accuracy (mean per-class recall), class counts, the training settings and the
     manifest's sha256. ``size``: train at this input side (default: the manifest's patch size,
     at most ``DEFAULT_FIT_SIZE`` = 64 so that training takes minutes on a CPU).
-    Returns that JSON as a dict.
+    ``min_steps``: small data sets get more epochs, so that training runs at least this many
+    steps (batch-norm statistics and weights need them). Returns that JSON as a dict.
     """
     import keras
     import tensorflow as tf
@@ -311,6 +312,7 @@ def fit_backbone(manifest: str | os.PathLike, out_path: str | os.PathLike, *, ep
     class_weight = {i: (total / (len(present) * present[c]) if c in present else 1.0)
                     for i, c in enumerate(classes)}
     steps_per_epoch = int(steps_per_epoch or -(-total // batch_size))
+    epochs = max(epochs, -(-min_steps // steps_per_epoch))
     normal_index = names.index("normal")
 
     def prepared(images, labels):
