@@ -81,6 +81,9 @@ class PrepareConfig(Section):
     annotations: Optional[str] = None
     format: Optional[Literal["mias", "cbis-ddsm", "vindr", "inbreast", "optimam", "table"]] = None
     column_map: dict[str, str] = Field(default_factory=dict, description="optimam: our column -> theirs")
+    manufacturers: list[str] = Field(default_factory=list, description="keep only images of these "
+                                     "manufacturers (case-insensitive substring; empty = all)")
+    processed_only: bool = Field(False, description="keep only processed (FOR PRESENTATION) images")
     seed: int = 0
     workers: int = Field(1, ge=0, description="0 = one per CPU core")
     images_per_shard: int = Field(64, ge=1)

@@ -7,12 +7,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas
 import pydicom
 import pytest
 
 from mammogan_tf.cli import main
 from mammogan_tf.config import PrepareConfig
 from mammogan_tf.data import prepare as prepare_module
+from mammogan_tf.data.prepare import select_images
 from mammogan_tf.data.shards import make_dataset
 from mammogan_tf.data.table import COLUMNS
 from mammogan_tf.manifest import partial_dir, read_manifest, sha256_file
@@ -185,3 +187,12 @@ def test_prepare_argument_errors_exit_2(tmp_path):
     result = _cli("prepare", "--images", str(tmp_path / "nope"), "--annotations", "x.csv", "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and result.stderr.strip().startswith("error: --images")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_image_filters_keep_manufacturer_and_processed_rows():
+    table = pandas.DataFrame({"manufacturer": ["HOLOGIC, Inc.", "GE", None, "Hologic"],
+                              "processed": [True, True, True, False]})
+    assert select_images(table, [], False).index.tolist() == [0, 1, 2, 3]
+    assert select_images(table, ["hologic"], False).index.tolist() == [0, 3]
+    assert select_images(table, ["hologic"], True).index.tolist() == [0]
+    assert select_images(table, [], True).index.tolist() == [0, 1, 2]

@@ -36,3 +36,4 @@ def test_folds_balance_each_class():
     strata = patient_strata(table)
     per_fold = pd.crosstab(strata, pd.Series(folds))
     assert (per_fold.loc["mass"] == 2).all() and (per_fold.loc["normal"] == 6).all()
+

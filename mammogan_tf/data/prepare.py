@@ -34,6 +34,22 @@ from mammogan_tf.manifest import (
 REJECTED_FIELDS = ("file", "row", "image_id", "reason")
 
 
+def select_images(table, manufacturers: list[str], processed_only: bool):
+    """Rows of the images that pass the filters (Alyafi: Hologic Lorad Selenia, processed only).
+
+    ``manufacturers``: case-insensitive substrings of the ``manufacturer`` column; rows with an
+    unknown manufacturer are dropped when a filter is set. ``processed_only`` keeps rows whose
+    ``processed`` column is true.
+    """
+    keep = table.index == table.index
+    if manufacturers:
+        names = table["manufacturer"].fillna("").astype(str).str.lower()
+        keep &= names.apply(lambda name: any(m.lower() in name for m in manufacturers)).to_numpy()
+    if processed_only:
+        keep &= (table["processed"] == True).to_numpy()  # noqa: E712 - None/NaN count as not processed
+    return table[keep]
+
+
 def _jobs(table, assignment: dict[str, str]) -> list[ImageJob]:
     """One job per image, sorted by image id, findings in table order with their source row."""
     jobs = []
@@ -113,7 +129,7 @@ def run_prepare(config: PrepareConfig, out_dir: str | os.PathLike, *, progress: 
         raise ConfigError(f"--images {config.images}: not a folder")
     annotations = load_annotations(config.annotations, format=config.format, image_root=config.images,
                                    column_map=config.column_map or None)
-    table = annotations.table
+    table = select_images(annotations.table, config.manufacturers, config.processed_only)
     if table.empty:
         raise ConfigError(f"{config.annotations}: no usable annotation rows")
     if config.split.k_folds:
