@@ -132,6 +132,10 @@ def test_presets_hold_the_papers_numbers():
                                                                           "every_epochs": 8}
     assert alyafi.train.generator_optimizer.schedule.every_epochs == 10
     assert alyafi.train.augment.ops == ["hflip", "vflip"] and alyafi.train.metric.name == "fid"
+    assert (alyafi.model.latent_dim, alyafi.model.generator.base_filters, alyafi.train.batch_size) == (200, 45, 64)
+    assert alyafi.model.generator.kernel_size == 4 and alyafi.model.discriminator.kernel_size == 6
+    assert alyafi.train.generator_optimizer.beta_1 == alyafi.train.discriminator_optimizer.beta_1 == 0.0
+    assert alyafi.prepare.processed_only and alyafi.prepare.manufacturers == ["hologic"]
     frid = load_config(EXPERIMENTS / "fridadar2018_dcgan_mass.yaml")
     assert (frid.model.image_size, frid.model.latent_dim, frid.model.latent_distribution) == (64, 100, "uniform")
     assert (frid.train.batch_size, frid.train.epochs, frid.train.generator_optimizer.learning_rate) == (64, 70, 2e-4)
