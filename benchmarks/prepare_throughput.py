@@ -16,7 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import mammogan_tf.data.shards  # noqa: F401 - TensorFlow import kept out of the timings
 from mammogan_tf.config import PrepareConfig
 from mammogan_tf.data.images import read_image
 from mammogan_tf.data.prepare import run_prepare
@@ -46,6 +45,9 @@ def main() -> None:
     parser.add_argument("--annotations", type=Path, default=SHARED / "Info.txt")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
+    # TensorFlow import kept out of the timings; here, not at the top, so that the spawned
+    # workers (which re-import this file) stay free of it, as they are under the CLI.
+    import mammogan_tf.data.shards  # noqa: F401
     paths = sorted(args.images.glob("*.png")) or sorted(args.images.iterdir())
     result = {"images": len(paths), "decode_images_per_s": round(decode_rate(paths), 2)}
     print(json.dumps({"measure": "decode", "images_per_s": result["decode_images_per_s"]}))
