@@ -217,19 +217,12 @@ def _uid(seed: int, *parts: object) -> str:
 
 def _write_dicom(path: Path, pixels: np.ndarray, *, seed: int, patient: int, index: int,
                  laterality: str, view: str) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import DigitalMammographyXRayImageStorageForPresentation, ExplicitVRLittleEndian
+    from pydicom.uid import DigitalMammographyXRayImageStorageForPresentation
+
+    from mammogan_tf.data.dicom_files import new_dataset
 
     patient_id = f"PHANTOM-{patient:04d}"
-    sop_uid = _uid(seed, "image", index)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DigitalMammographyXRayImageStorageForPresentation
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = DigitalMammographyXRayImageStorageForPresentation
-    ds.SOPInstanceUID = sop_uid
+    ds = new_dataset(DigitalMammographyXRayImageStorageForPresentation, _uid(seed, "image", index))
     ds.StudyInstanceUID = _uid(seed, "study", patient)
     ds.SeriesInstanceUID = _uid(seed, "series", patient, laterality, view)
     ds.FrameOfReferenceUID = _uid(seed, "frame", patient, laterality, view)

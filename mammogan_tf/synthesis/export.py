@@ -88,17 +88,11 @@ class DicomSeries:
 
     def write(self, path: str | os.PathLike, pixels: np.ndarray, record: dict, number: int) -> Path:
         """Write ``pixels (S, S) in [0, 1]`` as 16-bit MONOCHROME2 with ``record`` as provenance."""
-        from pydicom.dataset import Dataset, FileMetaDataset
-        from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+        from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 
-        instance_uid = generate_uid()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-        meta.MediaStorageSOPInstanceUID = instance_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, instance_uid
+        from mammogan_tf.data.dicom_files import new_dataset
+
+        ds = new_dataset(SecondaryCaptureImageStorage, generate_uid())
         ds.StudyInstanceUID, ds.SeriesInstanceUID = self.study_uid, self.series_uid
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = self.date
         ds.StudyTime = ds.SeriesTime = ds.ContentTime = self.time
