@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from mammogan_tf.errors import ConfigError
-from mammogan_tf.models.config import ModelConfig
+from mammogan_tf.models.config import ModelConfig, model_section_type
 from mammogan_tf.sections import Section
 from mammogan_tf.training.config import TrainConfig
 
@@ -93,13 +93,17 @@ class PrepareConfig(Section):
     split: SplitConfig = Field(default_factory=SplitConfig)
 
 
+ModelSection = model_section_type()
+"""The ``model:`` section: the config class of the family it names."""
+
+
 class ExperimentConfig(Section):
     """One experiment YAML. Sections of later stages are added beside ``prepare``."""
 
     name: str = "experiment"
     output_dir: str = "runs"
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelSection = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
@@ -134,8 +138,16 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
 
 def _format_validation_error(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
-    path = ".".join(str(part) for part in first["loc"]) or "<root>"
+    loc = list(first["loc"])
+    if len(loc) > 1 and loc[0] == "model" and str(loc[1]).endswith("Config"):
+        loc.pop(1)  # the tag of the family's config class
+    path = ".".join(str(part) for part in loc) or "<root>"
     kind = first["type"]
+    if kind == "union_tag_invalid" and path == "model":
+        from mammogan_tf.models.config import MODEL_CONFIGS
+
+        tag = first.get("ctx", {}).get("tag")
+        return f"{source}: model.family: unknown family {tag!r}; choose one of {', '.join(MODEL_CONFIGS)}"
     if kind == "extra_forbidden":
         message = "unknown key"
     else:

@@ -18,7 +18,7 @@ from test_train_loop import write_tiny_shards
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A finished 16 px ACGAN run (mass, calcification) with an EMA generator and best/."""
-    from mammogan_tf.training.gan_loop import train
+    from mammogan_tf.training.loop import train
 
     root = tmp_path_factory.mktemp("acgan")
     manifest = write_tiny_shards(root / "data")
@@ -47,7 +47,7 @@ def _png_pixels(path):
 
 def test_png_is_deterministic_per_index_and_carries_provenance(run, tmp_path):
     from mammogan_tf.synthesis.export import read_png_provenance
-    from mammogan_tf.training.checkpoints import checkpoint_sha256
+    from mammogan_tf.models.weights import checkpoint_sha256
 
     assert _synth(run, tmp_path / "a", "--n", "5", "--format", "png", "--seed", "3", "--batch-size", "2") == 0
     assert _synth(run, tmp_path / "b", "--n", "3", "--format", "png", "--seed", "3", "--batch-size", "3") == 0
@@ -64,7 +64,7 @@ def test_png_is_deterministic_per_index_and_carries_provenance(run, tmp_path):
     best = json.loads((run / "best" / "best.json").read_text())
     assert record["synthetic"] is True and record["seed"] == 3 and record["latent_index"] == 3
     assert record["class"] == "calcification" and record["class_index"] == 1
-    assert record["checkpoint"] == best["checkpoint"] and record["generator"] == "ema_generator"
+    assert record["checkpoint"] == best["checkpoint"] and record["generator"] == "ema/generator"
     assert record["generator_sha256"] == checkpoint_sha256(run / "best" / best["checkpoint"])
     assert record["package"] == "mammogan_tf" and record["package_version"]
     manifest = read_manifest(tmp_path / "a", stage="synthesize")

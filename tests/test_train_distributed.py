@@ -47,7 +47,7 @@ MIRRORED = """
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from mammogan_tf.config import validate_config
-    from mammogan_tf.training.gan_loop import train
+    from mammogan_tf.training.loop import train
     from mammogan_tf.training.run_log import read_metrics
     from mammogan_tf.training.strategy import make_strategy
     out = {}
@@ -78,7 +78,7 @@ def test_mirrored_on_two_cpu_devices_matches_default(tmp_path):
 WORKER = """
     import json, sys
     from mammogan_tf.config import validate_config
-    from mammogan_tf.training.gan_loop import train
+    from mammogan_tf.training.loop import train
     summary = train(validate_config(json.loads(sys.argv[1])), sys.argv[2], progress=False)
     print("RESULT " + json.dumps(summary["final"]))
 """

@@ -179,12 +179,12 @@ def test_train_command_writes_every_artefact(cli_run):
     assert [r["step"] for r in train_rows] == [2, 4, 6]
     assert all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) and 0 <= r["augment_p"] <= 1
                and 0.7 <= r["real_label"] <= 1 and r["images_per_second"] > 0 for r in train_rows)
-    assert [r["lr_g"] for r in train_rows] == pytest.approx([5e-3, 2.5e-3, 2.5e-3])  # epochs 0, 1, 1
+    assert [r["lr_generator"] for r in train_rows] == pytest.approx([5e-3, 2.5e-3, 2.5e-3])  # epochs 0, 1, 1
     fid = [r["fid"] for r in read_metrics(run / "metrics.jsonl", "metric")]
     assert len(fid) == 2 and min(fid) == pytest.approx(best["value"])
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"tensors": 0}).Reload()
     tags = set(events.Tags()["tensors"])  # TF2 summaries are stored as tensors
-    assert {"train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/lr_d", "train/augment_p",
+    assert {"train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/lr_discriminator", "train/augment_p",
             "train/images_per_second", "metric/fid", "samples"} <= tags
     d_loss = [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in events.Tensors("train/d_loss")]
     assert d_loss == [(r["step"], pytest.approx(r["d_loss"])) for r in train_rows]
@@ -202,13 +202,13 @@ def _variables(prefix) -> dict:
     import tensorflow as tf
 
     reader = tf.train.load_checkpoint(str(prefix))
-    skip = ("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter", "best_value")
+    skip = ("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter", "state/best_value")
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
             if not name.startswith(skip)}
 
 
 def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(cli_run, manifest, tmp_path):
-    from mammogan_tf.training.gan_loop import train
+    from mammogan_tf.training.loop import train
 
     _, uninterrupted, experiment = cli_run
     run = tmp_path / "resumed"
@@ -221,7 +221,8 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(cli_run, mani
     assert summary["steps"] == 6 and Path(summary["last_checkpoint"]).name == "ckpt-6"
     expected, got = _variables(uninterrupted / "checkpoints" / "ckpt-6"), _variables(run / "checkpoints" / "ckpt-6")
     assert expected.keys() == got.keys() and len(expected) > 40
-    assert any(k.startswith("ema_generator") for k in expected) and "augment/p/.ATTRIBUTES/VARIABLE_VALUE" in expected
+    assert any(k.startswith("state/ema.Sgenerator.S") for k in expected)
+    assert "state/augment.Sp/.ATTRIBUTES/VARIABLE_VALUE" in expected
     for name, value in expected.items():
         np.testing.assert_allclose(got[name], value, rtol=0, atol=1e-6, err_msg=name)
     assert [r["step"] for r in _train_rows(run)] == [1, 2, 3, 4, 5, 6]  # no duplicated steps after resume
@@ -236,24 +237,28 @@ def _train_rows(run):
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(manifest, tmp_path):
     import tensorflow as tf
 
-    from mammogan_tf.training.gan_loop import GANTrainer, ShardData, train
+    from mammogan_tf.training.data import TrainingData
+    from mammogan_tf.training.families import make_family
+    from mammogan_tf.training.loop import Trainer, train
 
-    class PoisonedFromEpoch1(ShardData):
+    class PoisonedFromEpoch1(TrainingData):
         """Real images become NaN from epoch 1 on, i.e. from step 4."""
 
-        def epoch(self, epoch, batches):
-            data = super().epoch(epoch, batches)
-            return data.map(lambda x, y: (x * np.nan, y)) if epoch >= 1 else data
+        def epoch_batches(self, epoch, records, batch, batches):
+            data = super().epoch_batches(epoch, records, batch, batches)
+            poison = tf.where(epoch >= 1, np.float32(np.nan), np.float32(1.0))
+            return data.map(lambda b: {"real": {**b["real"], "image": b["real"]["image"] * poison}})
 
     config = validate_config(tiny_experiment(manifest, 9, checkpoint_every=2, log_every=5, sample_every=100))
-    data = PoisonedFromEpoch1(manifest, batch_size=BATCH, seed=7)
+    family = make_family(config.model, config.train)
+    data = PoisonedFromEpoch1(manifest, "train", family.streams(), BATCH, seed=7)
     with pytest.raises(TrainingError, match=r"non-finite loss at step 4\b.*last good checkpoint is .*ckpt-2"):
         train(config, tmp_path / "run", data=data, progress=False)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.index")) == ["ckpt-2.index"]
     assert not (tmp_path / "run" / "manifest.json").exists()
-    trainer = GANTrainer(config.model, config.train)
-    trainer.checkpoint.restore(str(tmp_path / "run" / "checkpoints" / "ckpt-2")).assert_existing_objects_matched()
+    trainer = Trainer(family, config.train)
+    trainer.state.restore(tmp_path / "run" / "checkpoints" / "ckpt-2")
     assert int(trainer.step.numpy()) == 2
-    assert all(np.all(np.isfinite(v.numpy())) for v in trainer.generator.variables + trainer.discriminator.variables)
-    assert np.all(np.isfinite(trainer.generate(trainer.latents(4, seed=0))))
-    assert isinstance(trainer.checkpoint, tf.train.Checkpoint)
+    networks = trainer.networks
+    assert all(np.all(np.isfinite(v.numpy())) for v in networks["generator"].variables + networks["discriminator"].variables)
+    assert np.all(np.isfinite(trainer.generate(family.fixed_inputs(networks, 4, 0, data))))

@@ -9,9 +9,10 @@ Discriminator: layer i (0-based) has ``min(base_filters * 2**i, max_filters)`` c
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+import importlib
+from typing import Annotated, Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from mammogan_tf.sections import Section
 
@@ -88,3 +89,30 @@ class ModelConfig(Section):
             raise ValueError(f"discriminator: {self.discriminator.downsampling_layers()} stride-2 layers "
                              f"shrink a {size} px image below 1 px; lower discriminator.num_layers")
         return self
+
+
+MODEL_CONFIGS = {
+    "dcgan": "mammogan_tf.models.config:ModelConfig",
+    "acgan": "mammogan_tf.models.config:ModelConfig",
+}
+"""``model.family`` -> its config class (``module:Class``), a ``Section`` with a ``family`` field."""
+
+
+def model_config_class(family: str):
+    """The config class of ``family`` (a ``ValueError`` for an unknown one)."""
+    if family not in MODEL_CONFIGS:
+        raise ValueError(f"unknown family {family!r}; choose one of {', '.join(MODEL_CONFIGS)}")
+    module, name = MODEL_CONFIGS[family].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _family_of(value) -> str:
+    family = value.get("family", "dcgan") if isinstance(value, dict) else getattr(value, "family", "dcgan")
+    return MODEL_CONFIGS.get(family, MODEL_CONFIGS["dcgan"]).split(":")[1] if family in MODEL_CONFIGS else family
+
+
+def model_section_type():
+    """The ``model:`` field type: the config class that ``family`` names (a tagged union)."""
+    classes = {spec.split(":")[1]: model_config_class(family) for family, spec in MODEL_CONFIGS.items()}
+    members = tuple(Annotated[cls, Tag(tag)] for tag, cls in classes.items())
+    return Annotated[Union[members], Discriminator(_family_of)]

@@ -15,6 +15,7 @@ import math
 import keras
 import tensorflow as tf
 
+from mammogan_tf.models.latents import sample_latent
 from mammogan_tf.models.layers import ConvBlock, NormAct, Projection, Upsample2D, dense_layer, register
 
 
@@ -92,10 +93,7 @@ class DCGANGenerator(keras.Model):
     def sample_latent(self, batch_size: int, seed) -> tf.Tensor:
         """``(batch_size, latent_dim)`` float32 from ``latent_distribution``; stateless, so the
         same ``seed`` (int tensor of shape (2,)) gives the same z."""
-        shape = [batch_size, self.latent_dim]
-        if self.latent_distribution == "uniform":
-            return tf.random.stateless_uniform(shape, seed, minval=-1.0, maxval=1.0)
-        return tf.random.stateless_normal(shape, seed)
+        return sample_latent(self.latent_distribution, batch_size, self.latent_dim, seed)
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim, "image_size": self.image_size,

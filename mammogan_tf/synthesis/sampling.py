@@ -8,7 +8,6 @@ statistics, so examples do not interact).
 from __future__ import annotations
 
 import os
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -17,32 +16,7 @@ import numpy as np
 
 from mammogan_tf.errors import ConfigError, InputError
 from mammogan_tf.manifest import read_manifest
-
-
-def latent_vectors(generator, seed: int, start: int, count: int) -> np.ndarray:
-    """Latent vectors ``(count, latent_dim)`` float32 of indices ``start .. start+count-1`` of
-    the stream ``seed``, each from ``generator.sample_latent(1, seed=(seed, index))``."""
-    import tensorflow as tf
-
-    seeds = tf.stack([tf.fill([count], tf.constant(seed, tf.int64)),
-                      tf.range(start, start + count, dtype=tf.int64)], axis=1)
-    return _latents(generator, seeds).numpy()
-
-
-def _latents(generator, seeds):
-    function = _LATENT_FUNCTIONS.get(generator)
-    if function is None:
-        import tensorflow as tf
-
-        function = tf.function(lambda batch: tf.map_fn(lambda one: generator.sample_latent(1, one)[0], batch,
-                                                        fn_output_signature=tf.float32),
-                               reduce_retracing=True, autograph=False)
-        _LATENT_FUNCTIONS[generator] = function
-    return function(seeds)
-
-
-_LATENT_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-"""One traced latent sampler per generator object."""
+from mammogan_tf.models.latents import balanced_labels, latent_vectors
 
 
 @dataclass
@@ -88,11 +62,9 @@ class LoadedGenerator:
 def load_generator(run_dir: str | os.PathLike, checkpoint: str = "best") -> LoadedGenerator:
     """Restore the sampling generator (the EMA one when the run kept one) of a finished
     training run from ``checkpoint``: ``best``, ``last`` or a checkpoint path."""
-    import tensorflow as tf
-
-    from mammogan_tf.models.config import ModelConfig
+    from mammogan_tf.models.config import model_config_class
     from mammogan_tf.models.registry import build_gan
-    from mammogan_tf.training.checkpoints import checkpoint_sha256, checkpoint_step, resolve_checkpoint
+    from mammogan_tf.models.weights import checkpoint_sha256, checkpoint_step, resolve_checkpoint, restore_network
 
     run_dir = Path(run_dir)
     try:
@@ -100,26 +72,16 @@ def load_generator(run_dir: str | os.PathLike, checkpoint: str = "best") -> Load
     except InputError as error:
         raise InputError(f"{error}; a run is usable once `mammogan-train` finished it "
                          "(resume an interrupted run with --resume)") from None
-    model_config = ModelConfig.model_validate(manifest["config"]["model"])
+    model_section = manifest["config"]["model"]
+    model_config = model_config_class(model_section.get("family", "dcgan")).model_validate(model_section)
     prefix = resolve_checkpoint(run_dir, checkpoint)
     generator = build_gan(model_config)[0]
-    sampler = manifest.get("sampler", "generator")
-    status = tf.train.Checkpoint(**{sampler: list(generator.variables)}).restore(prefix)
-    status.expect_partial().assert_existing_objects_matched()
+    sampler = manifest.get("sampler", "networks/generator")
+    restore_network(generator, prefix, sampler)
     return LoadedGenerator(generator=generator, run_dir=run_dir, checkpoint=prefix, sha256=checkpoint_sha256(prefix),
                            step=checkpoint_step(prefix), sampler=sampler,
                            class_names=list(manifest.get("class_names") or ["other"]),
                            model_config=model_config, run_manifest=manifest)
-
-
-def class_labels(indices: np.ndarray, num_classes: int, class_index: int | None) -> np.ndarray | None:
-    """Labels of images ``indices``: ``class_index`` for all, or ``index % num_classes``
-    (balanced) when None; None for an unconditional generator."""
-    if not num_classes:
-        return None
-    if class_index is not None:
-        return np.full(len(indices), class_index, np.int32)
-    return (np.asarray(indices) % num_classes).astype(np.int32)
 
 
 def generate_batches(loaded: LoadedGenerator, n: int, seed: int = 0, class_index: int | None = None,
@@ -135,6 +97,6 @@ def generate_batches(loaded: LoadedGenerator, n: int, seed: int = 0, class_index
         count = min(batch_size, n - start)
         indices = np.arange(start, start + count)
         z = tf.constant(latent_vectors(generator, seed, start, count))
-        labels = class_labels(indices, loaded.num_classes, class_index)
+        labels = balanced_labels(indices, loaded.num_classes, class_index)
         inputs = (z, tf.constant(labels)) if labels is not None else z
         yield indices, forward(inputs).numpy(), labels

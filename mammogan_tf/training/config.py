@@ -37,6 +37,25 @@ class ScheduleConfig(Section):
     every_epochs: int = Field(1, ge=1)
 
 
+class ValueSchedule(Section):
+    """A named scalar schedule by training step (``train.schedules``; see
+    ``schedules.scheduled_value``): a fade-in alpha, a synthetic share, a penalty weight."""
+
+    kind: Literal["constant", "linear", "step", "exponential"] = "constant"
+    start: float = 0.0
+    end: float = 1.0
+    start_step: int = Field(0, ge=0)
+    end_step: int = Field(1, ge=1)
+    rate: float = Field(1.0, gt=0)
+    every_steps: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.kind == "linear" and self.end_step <= self.start_step:
+            raise ValueError("linear schedule: end_step must be after start_step")
+        return self
+
+
 class OptimizerConfig(Section):
     """Adam for one network."""
 
@@ -105,7 +124,10 @@ class TrainConfig(Section):
     g_steps: int = Field(1, ge=1, description="G updates per step")
     gradient_penalty_weight: float = Field(0.0, ge=0, description="WGAN-GP lambda (uniform interpolation)")
     r1_weight: float = Field(0.0, ge=0, description="R1 gamma (the penalty is gamma/2 * |grad D(real)|^2)")
+    schedules: dict[str, ValueSchedule] = Field(
+        default_factory=dict, description="named schedules a family reads (defaults come from the family)")
     ema: EMAConfig = Field(default_factory=EMAConfig)
+    sync_batch_norm: bool = Field(False, description="batch-norm statistics over all replicas (synchronised BN)")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     mixed_precision: Optional[Literal["float16", "bfloat16"]] = Field(
         None, description="null (float32), float16 (loss-scaled) or bfloat16 compute")

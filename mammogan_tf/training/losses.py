@@ -48,42 +48,79 @@ def _bce(logits, target) -> tf.Tensor:
     return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
+def _d_bce(real, fake, real_label):
+    return _per_example(_bce(real, real_label)) + _per_example(_bce(fake, 0.0))
+
+
+def _d_least_squares(real, fake, real_label):
+    return 0.5 * (_per_example(tf.square(real - tf.cast(real_label, tf.float32))) + _per_example(tf.square(fake)))
+
+
+def _d_wasserstein(real, fake, real_label):
+    return _per_example(fake) - _per_example(real)
+
+
+def _d_hinge(real, fake, real_label):
+    return _per_example(tf.nn.relu(1.0 - real)) + _per_example(tf.nn.relu(1.0 + fake))
+
+
+def _g_minimax(fake):  # log(1 - sigmoid(f)) = -BCE(f, 0)
+    return -_per_example(_bce(fake, 0.0))
+
+
+def _g_non_saturating(fake):  # -log sigmoid(f) = BCE(f, 1)
+    return _per_example(_bce(fake, 1.0))
+
+
+def _g_least_squares(fake):
+    return 0.5 * _per_example(tf.square(fake - 1.0))
+
+
+def _g_linear(fake):
+    return -_per_example(fake)
+
+
+_LOSSES = {"minimax": (_d_bce, _g_minimax), "non_saturating": (_d_bce, _g_non_saturating),
+           "least_squares": (_d_least_squares, _g_least_squares), "wasserstein": (_d_wasserstein, _g_linear),
+           "hinge": (_d_hinge, _g_linear)}
+
+
+class AdversarialLoss:
+    """The loss ``kind`` as two callables of logits (see the module table).
+
+    ``discriminator(real_logits, fake_logits, real_label=1.0)`` and ``generator(fake_logits)``
+    return per-example losses (B,) float32. ``real_label`` (a Python number or a scalar float
+    tensor, e.g. a schedule variable) is the target of real images (one-sided label smoothing);
+    only minimax / non_saturating / least_squares use it.
+    """
+
+    def __init__(self, kind: str):
+        _check_kind(kind)
+        self.kind = kind
+        self._d, self._g = _LOSSES[kind]
+
+    def discriminator(self, real_logits, fake_logits, real_label=1.0) -> tf.Tensor:
+        if isinstance(real_label, (int, float)) and real_label != 1.0 and self.kind not in SMOOTHABLE_KINDS:
+            raise ConfigError(f"real_label {real_label}: one-sided label smoothing applies only to "
+                              f"{', '.join(SMOOTHABLE_KINDS)}; set it to 1.0 for the {self.kind} loss")
+        return self._d(tf.cast(real_logits, tf.float32), tf.cast(fake_logits, tf.float32), real_label)
+
+    def generator(self, fake_logits) -> tf.Tensor:
+        return self._g(tf.cast(fake_logits, tf.float32))
+
+
 def discriminator_loss(kind: str, real_logits, fake_logits, real_label: float = 1.0) -> tf.Tensor:
-    """Discriminator loss per example, (B,) float32.
+    """Discriminator loss per example, (B,) float32 (``AdversarialLoss(kind).discriminator``).
 
     real_logits, fake_logits: (B, 1) float logits of D on real and generated images.
-    real_label: target of real images for minimax / non_saturating / least_squares
-    (1.0 = no smoothing; e.g. 0.9 = one-sided label smoothing). Fake targets stay 0. A Python
-    number or a scalar float tensor (e.g. a per-epoch label fed to a traced step without
-    retracing); a tensor is not checked, and is ignored by wasserstein and hinge.
+    real_label: target of real images (1.0 = no smoothing; 0.9 = one-sided label smoothing).
     """
-    _check_kind(kind)
-    if isinstance(real_label, (int, float)) and real_label != 1.0 and kind not in SMOOTHABLE_KINDS:
-        raise ConfigError(f"real_label {real_label}: one-sided label smoothing applies only to "
-                          f"{', '.join(SMOOTHABLE_KINDS)}; set it to 1.0 for the {kind} loss")
-    real = tf.cast(real_logits, tf.float32)
-    fake = tf.cast(fake_logits, tf.float32)
-    if kind in ("minimax", "non_saturating"):
-        return _per_example(_bce(real, real_label)) + _per_example(_bce(fake, 0.0))
-    if kind == "least_squares":
-        target = tf.cast(real_label, tf.float32)
-        return 0.5 * (_per_example(tf.square(real - target)) + _per_example(tf.square(fake)))
-    if kind == "wasserstein":
-        return _per_example(fake) - _per_example(real)
-    return _per_example(tf.nn.relu(1.0 - real)) + _per_example(tf.nn.relu(1.0 + fake))
+    return AdversarialLoss(kind).discriminator(real_logits, fake_logits, real_label)
 
 
 def generator_loss(kind: str, fake_logits) -> tf.Tensor:
     """Generator loss per example, (B,) float32. fake_logits: (B, 1) logits of D(G(z))."""
-    _check_kind(kind)
-    fake = tf.cast(fake_logits, tf.float32)
-    if kind == "minimax":  # log(1 - sigmoid(f)) = -BCE(f, 0)
-        return -_per_example(_bce(fake, 0.0))
-    if kind == "non_saturating":  # -log sigmoid(f) = BCE(f, 1)
-        return _per_example(_bce(fake, 1.0))
-    if kind == "least_squares":
-        return 0.5 * _per_example(tf.square(fake - 1.0))
-    return -_per_example(fake)
+    return AdversarialLoss(kind).generator(fake_logits)
 
 
 def _logits_of(output):
@@ -130,6 +167,18 @@ def r1_penalty(discriminator_fn, real) -> tf.Tensor:
     The caller multiplies by gamma / 2. discriminator_fn as for ``gradient_penalty``.
     """
     return _squared_norm(_input_gradient(discriminator_fn, real))
+
+
+def perturbation_penalty(discriminator_fn, real, seed, k: float = 1.0, scale: float = 1.0) -> tf.Tensor:
+    """Perturbation gradient penalty around real data (Kodali et al. 2017, DRAGAN; Wu et al. 2020
+    eq. 6), (B,) float32: ``(||grad_x D(x + delta)||_2 - k)^2`` with ``delta = scale * U(0, 1)``
+    drawn per pixel (stateless, from ``seed``). Wu et al.: weight lambda 10, k 1, scale 1 as the
+    paper writes it. discriminator_fn as for ``gradient_penalty``; the caller applies lambda.
+    """
+    real = tf.cast(real, tf.float32)
+    delta = scale * tf.random.stateless_uniform(tf.shape(real), seed, minval=0.0, maxval=1.0)
+    norm = tf.sqrt(_squared_norm(_input_gradient(discriminator_fn, real + delta)) + 1e-12)
+    return tf.square(norm - k)
 
 
 def class_loss(labels, class_logits) -> tf.Tensor:

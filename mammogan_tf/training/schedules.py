@@ -44,3 +44,24 @@ def real_label(value: float | tuple[float, float], seed: int, epoch: int) -> flo
         return float(value)
     low, high = value
     return float(np.random.default_rng([seed, epoch, 0x5A]).uniform(low, high))
+
+
+def scheduled_value(config, step: int) -> float:
+    """Value of a ``train.schedules`` entry (``ValueSchedule``) at training step ``step``.
+
+    ``constant``: ``start``; ``linear``: ``start`` until ``start_step``, then linear to ``end`` at
+    ``end_step``, then ``end`` (a fade-in alpha: 0 -> 1 over the fade); ``step``:
+    ``start * rate ** floor(step / every_steps)``; ``exponential``: ``start * rate ** (step /
+    every_steps)``.
+    """
+    if config.kind == "constant":
+        return float(config.start)
+    if config.kind == "linear":
+        if step <= config.start_step:
+            return float(config.start)
+        if step >= config.end_step:
+            return float(config.end)
+        fraction = (step - config.start_step) / (config.end_step - config.start_step)
+        return float(config.start + fraction * (config.end - config.start))
+    exponent = step // config.every_steps if config.kind == "step" else step / config.every_steps
+    return float(config.start * config.rate ** exponent)

@@ -21,8 +21,12 @@ model-specific sits behind ``Family``:
   are only logged (``<phase>/<stat>``; the stat ``real_sign`` feeds ADA).
 - ``schedules()``: schedule names the family reads from ``ctx.schedules`` with their default
   ``ScheduleConfig`` (overridable in ``train.schedules``), e.g. a fade-in alpha.
-- ``fixed_inputs(count, seed, data)`` and ``generate(sampler, inputs)``: what the sample grid and
-  the in-training metric feed the sampler, and how images come out.
+- ``fixed_inputs(networks, count, seed, data)`` and ``generate(sampler, inputs)``: what the sample
+  grid and the in-training metric feed the sampler, and how images come out.
+- ``stage(step)``: a hashable progressive stage (default 0). The loop traces one step function per
+  stage and sets ``family.current_stage`` before tracing, so a network built at full size can
+  route through the layers of its stage; every variable exists from the start, so optimizers,
+  checkpoints by name and EMA need nothing special at a stage switch.
 
 Adding a family is one module in ``training/families/`` plus one line in ``FAMILIES``.
 """
@@ -123,6 +127,11 @@ class Family:
     def __init__(self, model_config, train_config):
         self.model_config = model_config
         self.train_config = train_config
+        self.current_stage = 0
+
+    def stage(self, step: int):
+        """Progressive stage of training step ``step`` (hashable; default: one stage, 0)."""
+        return 0
 
     # ------------------------------------------------------------------ data and networks
     def streams(self) -> dict[str, Stream]:
@@ -147,7 +156,7 @@ class Family:
         """Raise ``ConfigError`` when the prepared data cannot feed this model (sizes, classes)."""
 
     # ------------------------------------------------------------------------ sampling
-    def fixed_inputs(self, count: int, seed: int, data) -> dict[str, np.ndarray]:
+    def fixed_inputs(self, networks, count: int, seed: int, data) -> dict[str, np.ndarray]:
         """Inputs of ``count`` images of the fixed stream ``seed`` (grids, metric); ``data`` is the
         run's ``TrainingData`` (class names and counts, or real patches for conditional inputs)."""
         raise NotImplementedError

@@ -1,0 +1,52 @@
+"""The in-training metric that keeps ``best/`` (Alyafi's FID-guided checkpointing).
+
+One metric path for training and ``mammogan evaluate``: real statistics come from
+``evaluation.reference.RealReference`` (computed once, cached on disk by backbone, manifest,
+split and classes, so a restart or ``--resume`` loads them in milliseconds); generated images are
+always the same ``n_samples`` fixed inputs (stream ``metric.seed``). Under multi-worker training
+only the chief computes the value and every worker receives it, so all take the same save-best
+decision.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+
+class TrainingMetric:
+    """FID or KID (``config.name``) of the sampler against the real patches of ``config.split``.
+
+    ``data``: the run's ``TrainingData`` (manifest and the primary stream's classes);
+    ``backbone``: a feature ``Backbone`` (default: ``config.backbone`` loaded); ``chief``: whether
+    this worker computes (others get the chief's value through ``broadcast``).
+    """
+
+    def __init__(self, config, data, backbone=None, chief: bool = True, progress: bool = True,
+                 cache_dir=None):
+        self.config, self.chief = config, chief
+        self.reference = None
+        if chief:
+            from mammogan_tf.evaluation.reference import RealReference
+
+            primary = data.streams[data.primary]
+            lesion_types = list(primary.lesion_types) if primary.lesion_types else None
+            self.reference = RealReference(backbone if backbone is not None else config.backbone, data.path,
+                                           config.split, lesion_types, keep=config.n_samples,
+                                           batch_size=config.batch_size, cache_dir=cache_dir, progress=progress)
+
+    def value(self, images: np.ndarray) -> float:
+        """The metric of generated ``images (N, S, S, 1)`` in [-1, 1] (chief only)."""
+        scores = self.reference.score(images, seed=self.config.seed)
+        return float(scores["fid" if self.config.name == "fid" else "kid"])
+
+
+def broadcast(strategy: tf.distribute.Strategy, value: float) -> float:
+    """``value`` of the chief (worker 0), on every worker (a no-op on one worker)."""
+    if strategy.extended._in_multi_worker_mode() if hasattr(strategy.extended, "_in_multi_worker_mode") else False:
+        def chief_value():
+            context = tf.distribute.get_replica_context()
+            return tf.where(tf.equal(context.replica_id_in_sync_group, 0), tf.constant(value, tf.float64),
+                            tf.constant(0.0, tf.float64))
+
+        return float(strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(chief_value), axis=None))
+    return float(value)
