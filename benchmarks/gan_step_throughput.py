@@ -6,7 +6,7 @@
 Presets are the ``model:`` sections of the paper experiments (``--preset`` names below, or
 ``--config`` any experiment YAML). Data are random images already in memory, so the number is
 the speed of the training step itself: one step = ``d_steps`` D updates (each on B real and B
-generated images) + ``g_steps`` G updates, exactly ``GANTrainer.train_step``.
+generated images) + ``g_steps`` G updates, exactly ``training.loop.Trainer.train_step``.
 
 FLOPs are counted from the models (``models.registry.flops_per_image``: convolutions, transposed
 convolutions and dense layers, 2 per multiply-add) with the usual backward = 2 x forward:
@@ -63,8 +63,9 @@ def main() -> None:
 
     from mammogan_tf.config import load_config
     from mammogan_tf.models.registry import flops_per_image
-    from mammogan_tf.training import schedules
-    from mammogan_tf.training.gan_loop import GANTrainer, RandomData
+    from mammogan_tf.training.data import RandomBatches
+    from mammogan_tf.training.families import make_family
+    from mammogan_tf.training.loop import Trainer
 
     path = args.config or EXPERIMENTS / PRESETS[args.preset]
     overrides = [f"train.batch_size={args.batch}", f"train.strategy={args.strategy}",
@@ -72,26 +73,28 @@ def main() -> None:
     if args.mixed_precision:
         overrides.append(f"train.mixed_precision={args.mixed_precision}")
     config = load_config(path, overrides)
-    trainer = GANTrainer(config.model, config.train)
+    family = make_family(config.model, config.train)
+    trainer = Trainer(family, config.train)
     train = config.train
-    data = RandomData(config.model.image_size, args.batch, trainer.num_classes)
-    iterator = trainer.distribute(data.epoch(0, (args.warmup + args.steps) * train.d_steps))
-    real_label = schedules.real_label(train.real_label, train.seed, epoch=0)
+    data = RandomBatches(family.streams(), config.model.image_size, args.batch,
+                         getattr(config.model, "num_classes", 0))
+    iterator = trainer.iterator(data, 0, 10 ** 6)
+    trainer.set_schedules(0, 0)
 
     start = time.perf_counter()
     for step in range(args.warmup):
-        stats = trainer.train_step(iterator, step, real_label)
+        stats = trainer.train_step(iterator, step)
     float(stats["d_loss"])
     warmup_s = time.perf_counter() - start
     print(f"warm-up: {args.warmup} steps in {warmup_s:.1f} s (tracing included)", flush=True)
     start = time.perf_counter()
     for step in range(args.warmup, args.warmup + args.steps):
-        stats = trainer.train_step(iterator, step, real_label)
+        stats = trainer.train_step(iterator, step)
     float(stats["d_loss"])  # wait for the last step
     seconds = time.perf_counter() - start
 
-    g_flops = flops_per_image(trainer.generator)
-    d_flops = flops_per_image(trainer.discriminator)
+    g_flops = flops_per_image(trainer.networks["generator"])
+    d_flops = flops_per_image(trainer.networks["discriminator"])
     per_image = step_flops(g_flops, d_flops, train.d_steps, train.g_steps)
     steps_per_s = args.steps / seconds
     result = {

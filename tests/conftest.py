@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,3 +38,56 @@ def cbis_dir() -> Path:
 def reference_dir() -> Path:
     """``../shared/reference`` (known metric values)."""
     return shared_path("reference")
+
+
+# ------------------------------------------------------------------- tiny training fixtures
+
+N_PATCHES, SIZE, BATCH = 24, 16, 8  # 3 steps per epoch
+
+
+def write_tiny_shards(root: Path, n: int = N_PATCHES, size: int = SIZE, value: float | None = None) -> Path:
+    """A prepare-like manifest over ``n`` random patches (or constant ``value`` ones, in [0, 1]),
+    alternately mass and calcification, in shard files of 10."""
+    from mammogan_tf.data.shards import ShardWriter, serialize_patch
+    from mammogan_tf.manifest import write_json_atomic
+
+    root = Path(root)
+    with ShardWriter(root / "shards", "train", per_shard=10) as writer:
+        for i in range(n):
+            pixels = np.clip(0.5 + 0.2 * np.random.default_rng(i).standard_normal((size, size)), 0, 1)
+            if value is not None:
+                pixels = np.full((size, size), value)
+            kind = ("mass", "calcification")[i % 2]
+            writer.write(serialize_patch(pixels.astype(np.float32), label=1 + i % 2, lesion_type=kind,
+                                         pathology="benign", patient_id=f"p{i}", image_id=f"i{i}", kind="lesion"))
+    write_json_atomic(root / "manifest.json", {
+        "stage": "prepare", "splits": {"train": [f"shards/{f}" for f in writer.files]},
+        "classes": ["normal", "mass", "calcification"], "patch_size": size,
+        "counts": {"train": {"mass": n // 2, "calcification": n - n // 2}}})
+    return root / "manifest.json"
+
+
+def tiny_experiment(manifest, steps: int, **train) -> dict:
+    """Raw experiment dict: a 16 px DCGAN with every technique of the loop switched on."""
+    base = {
+        "data": {"manifest": str(manifest)}, "steps": steps, "batch_size": BATCH,
+        "loss": "non_saturating", "real_label": [0.7, 1.0], "gradient_penalty_weight": 0.5,
+        "generator_optimizer": {"learning_rate": 5e-3, "schedule": {"kind": "step", "rate": 0.5, "every_epochs": 1}},
+        "discriminator_optimizer": {"learning_rate": 2e-3},
+        "ema": {"enabled": True, "decay": 0.9},
+        "augment": {"ops": ["hflip", "translation", "cutout"], "p": 0.3, "adaptive": True, "interval": 2,
+                    "speed_images": 200},
+        "log_every": 1, "checkpoint_every": 3, "sample_every": 3, "grid_size": 2,
+        "metric": {"name": "none"}, "seed": 7,
+    }
+    base.update(train)
+    return {"name": "tiny", "model": {
+        "family": "dcgan", "latent_dim": 8, "image_size": SIZE,
+        "generator": {"base_filters": 4, "max_filters": 8},
+        "discriminator": {"base_filters": 4, "max_filters": 8, "num_layers": 2}}, "train": base}
+
+
+@pytest.fixture(scope="session")
+def tiny_shards():
+    """``write_tiny_shards(root, n=24, size=16, value=None) -> manifest path``."""
+    return write_tiny_shards

@@ -1,11 +1,12 @@
 """GAN model zoo: shapes, ranges, dtypes, `.keras` round trips, presets, FLOP counts."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import yaml
 
 from mammogan_tf.config import validate_config
 from mammogan_tf.errors import ConfigError
@@ -15,91 +16,16 @@ from mammogan_tf.models.dcgan import DCGANDiscriminator, DCGANGenerator, generat
 from mammogan_tf.models.layers import Upsample2D
 from mammogan_tf.models.registry import BUILDERS, build_gan, flops_per_image
 
-# The `model:` blocks of the paper presets (experiments/*.yaml carry the same text).
-PRESETS = yaml.safe_load("""
-fridadar64:
-  family: dcgan
-  latent_dim: 100
-  latent_distribution: uniform
-  image_size: 64
-  channels: 1
-  init_std: 0.02
-  generator:
-    base_filters: 128
-    max_filters: 1024
-    kernel_size: 5
-    projection: dense
-    batch_norm: true
-    activation: relu
-    upsample: transpose
-  discriminator:
-    base_filters: 64
-    max_filters: 512
-    kernel_size: 5
-    num_layers: 4
-    strides: all
-    batch_norm: true
-    activation: leaky_relu
-    negative_slope: 0.2
-    dropout: 0.0
-    spectral_norm: false
-alyafi128:
-  family: dcgan
-  latent_dim: 200
-  latent_distribution: normal
-  image_size: 128
-  channels: 1
-  init_std: 0.02
-  generator:
-    base_filters: 45
-    max_filters: 450
-    kernel_size: 4
-    projection: conv_transpose
-    batch_norm: true
-    activation: leaky_relu
-    negative_slope: 0.2
-    upsample: transpose
-  discriminator:
-    base_filters: 45
-    max_filters: 450
-    kernel_size: 6
-    first_kernel_size: 4
-    num_layers: 5
-    strides: all
-    batch_norm: true
-    activation: leaky_relu
-    negative_slope: 0.2
-    dropout: 0.0
-    spectral_norm: false
-fridadar_acgan64:
-  family: acgan
-  latent_dim: 100
-  latent_distribution: uniform
-  image_size: 64
-  channels: 1
-  num_classes: 6
-  init_std: 0.02
-  generator:
-    base_filters: 128
-    max_filters: 1024
-    kernel_size: 5
-    projection: dense
-    batch_norm: true
-    activation: relu
-    upsample: transpose
-    class_conditioning: multiply
-  discriminator:
-    base_filters: 64
-    max_filters: 512
-    kernel_size: 3
-    num_layers: 4
-    strides: odd
-    batch_norm: true
-    activation: leaky_relu
-    negative_slope: 0.2
-    dropout: 0.5
-    spectral_norm: false
-""")
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+PRESET_FILES = {"fridadar64": "fridadar2018_dcgan_mass.yaml", "alyafi128": "alyafi2019_dcgan_mass.yaml",
+                "fridadar_acgan64": "fridadar2018_acgan.yaml"}
+
+
+def preset(name: str) -> ModelConfig:
+    """The ``model:`` section of a shipped paper preset (``experiments/*.yaml``), never a copy."""
+    from mammogan_tf.config import load_config
+
+    return load_config(EXPERIMENTS / PRESET_FILES[name]).model
 
 
 def tiny_config(family="dcgan", upsample="transpose", **overrides) -> ModelConfig:
@@ -242,7 +168,7 @@ def test_flops_per_image_of_a_plain_keras_model():
 
 
 def test_preset_fridadar64_full_size():
-    config = ModelConfig.model_validate(PRESETS["fridadar64"])
+    config = preset("fridadar64")
     generator, discriminator = build_gan(config)
     z = generator.sample_latent(2, tf.constant([0, 0]))
     assert generator(z).shape == (2, 64, 64, 1)
@@ -251,12 +177,12 @@ def test_preset_fridadar64_full_size():
     assert generator.count_params() == (100 * 16 * 1024 + bn * 1024 + 25 * 1024 * 512 + bn * 512
                                         + 25 * 512 * 256 + bn * 256 + 25 * 256 * 128 + bn * 128
                                         + 25 * 128 + 1) == 18_852_481
-    assert discriminator.count_params() == (25 * 64 + 64 + 25 * 64 * 128 + bn * 128 + 25 * 128 * 256
-                                            + bn * 256 + 25 * 256 * 512 + bn * 512 + 4 * 4 * 512 + 1) == 4_314_241
+    assert discriminator.count_params() == (25 * 128 + 128 + 25 * 128 * 256 + bn * 256 + 25 * 256 * 512
+                                            + bn * 512 + 25 * 512 * 1024 + bn * 1024 + 4 * 4 * 1024 + 1)
 
 
 def test_preset_alyafi128_full_size():
-    config = ModelConfig.model_validate(PRESETS["alyafi128"])
+    config = preset("alyafi128")
     generator, discriminator = build_gan(config)
     assert generator(generator.sample_latent(2, tf.constant([0, 0]))).shape == (2, 128, 128, 1)
     assert discriminator(tf.zeros((2, 128, 128, 1))).shape == (2, 1)
@@ -271,7 +197,7 @@ def test_preset_alyafi128_full_size():
 
 
 def test_preset_fridadar_acgan64_validates():
-    config = ModelConfig.model_validate(PRESETS["fridadar_acgan64"])
+    config = preset("fridadar_acgan64")
     assert config.discriminator.downsampling_layers() == 2  # 64 -> 32 -> 32 -> 16 -> 16
 
 

@@ -12,7 +12,7 @@ from mammogan_tf.cli import main
 from mammogan_tf.config import validate_config
 from mammogan_tf.data.table import LESION_TYPES
 from mammogan_tf.manifest import read_manifest, sha256_file
-from test_train_loop import write_tiny_shards
+from conftest import write_tiny_shards
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from test_train_loop import write_tiny_shards
+from conftest import write_tiny_shards
 
 TESTS = Path(__file__).resolve().parent
 

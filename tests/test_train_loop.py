@@ -1,7 +1,7 @@
 """The GAN training loop: schedules, the `train` command's artefacts, exact resume, NaN stop.
 
-Tiny models (16 px, 4-8 filters) on 24 random 16 px patches in shards; a few steps each.
-``write_tiny_shards`` is imported by the other training/synthesis tests too.
+Tiny models (16 px, 4-8 filters) on 24 random 16 px patches in shards (``conftest``); a few
+steps each.
 """
 from __future__ import annotations
 
@@ -17,51 +17,12 @@ from mammogan_tf.errors import ConfigError, TrainingError
 from mammogan_tf.training import schedules
 from mammogan_tf.training.config import OptimizerConfig
 
-N_PATCHES, SIZE, BATCH = 24, 16, 8  # 3 steps per epoch
-
-
-def write_tiny_shards(root: Path, n: int = N_PATCHES, size: int = SIZE) -> Path:
-    """A prepare-like manifest over ``n`` random patches, alternately mass and calcification."""
-    from mammogan_tf.data.shards import ShardWriter, serialize_patch
-    from mammogan_tf.manifest import write_json_atomic
-
-    root = Path(root)
-    with ShardWriter(root / "shards", "train", per_shard=10) as writer:
-        for i in range(n):
-            pixels = np.clip(0.5 + 0.2 * np.random.default_rng(i).standard_normal((size, size)), 0, 1)
-            kind = ("mass", "calcification")[i % 2]
-            writer.write(serialize_patch(pixels.astype(np.float32), label=1 + i % 2, lesion_type=kind,
-                                         pathology="benign", patient_id=f"p{i}", image_id=f"i{i}", kind="lesion"))
-    write_json_atomic(root / "manifest.json", {
-        "stage": "prepare", "splits": {"train": [f"shards/{f}" for f in writer.files]},
-        "classes": ["normal", "mass", "calcification"], "patch_size": size,
-        "counts": {"train": {"mass": n // 2, "calcification": n - n // 2}}})
-    return root / "manifest.json"
-
-
-def tiny_experiment(manifest, steps: int, **train) -> dict:
-    """Raw experiment dict: a 16 px DCGAN with every technique of the loop switched on."""
-    base = {
-        "data": {"manifest": str(manifest)}, "steps": steps, "batch_size": BATCH,
-        "loss": "non_saturating", "real_label": [0.7, 1.0], "gradient_penalty_weight": 0.5,
-        "generator_optimizer": {"learning_rate": 5e-3, "schedule": {"kind": "step", "rate": 0.5, "every_epochs": 1}},
-        "discriminator_optimizer": {"learning_rate": 2e-3},
-        "ema": {"enabled": True, "decay": 0.9},
-        "augment": {"ops": ["hflip", "translation", "cutout"], "p": 0.3, "adaptive": True, "interval": 2,
-                    "speed_images": 200},
-        "log_every": 1, "checkpoint_every": 3, "sample_every": 3, "grid_size": 2,
-        "metric": {"name": "none"}, "seed": 7,
-    }
-    base.update(train)
-    return {"name": "tiny", "model": {
-        "family": "dcgan", "latent_dim": 8, "image_size": SIZE,
-        "generator": {"base_filters": 4, "max_filters": 8},
-        "discriminator": {"base_filters": 4, "max_filters": 8, "num_layers": 2}}, "train": base}
+from conftest import BATCH, tiny_experiment
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    return write_tiny_shards(tmp_path_factory.mktemp("shards"))
+def manifest(tiny_shards, tmp_path_factory):
+    return tiny_shards(tmp_path_factory.mktemp("shards"))
 
 
 @pytest.fixture(scope="module")

@@ -184,22 +184,26 @@ def make_dataset(manifest_path: str | os.PathLike, split: str | Sequence[str] = 
     ``FEATURES`` field when ``as_dict``. Files are interleaved and records decoded in parallel
     (deterministic order for a given seed); ``shuffle`` reshuffles files and records every epoch;
     ``cache`` keeps decoded records in memory; ``lesion_types`` keeps only those classes;
-    ``input_context`` shards files per input pipeline (multi-worker) and sets the per-replica
-    batch size; ``batch_size=None`` leaves the dataset unbatched.
+    ``input_context`` shards files per input pipeline (multi-worker; records when there are fewer
+    files than pipelines) and sets the per-replica batch size; ``batch_size=None`` leaves the dataset unbatched.
     """
     manifest = read_manifest(manifest_path)
     files = split_files(manifest, split)
     if not files:
         raise InputError(f"{manifest['root']}/manifest.json: split '{split}' holds no shards")
     dataset = tf.data.Dataset.from_tensor_slices(files)
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-        if batch_size is not None:
-            batch_size = input_context.get_per_replica_batch_size(batch_size)
+    pipelines = input_context.num_input_pipelines if input_context is not None else 1
+    shard_records = 1 < pipelines and len(files) < pipelines  # too few files: every pipeline reads all
+    if pipelines > 1 and not shard_records:
+        dataset = dataset.shard(pipelines, input_context.input_pipeline_id)
+    if input_context is not None and batch_size is not None:
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
     if shuffle:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
                                  num_parallel_calls=num_parallel, deterministic=True)
+    if shard_records:
+        dataset = dataset.shard(pipelines, input_context.input_pipeline_id)
     dataset = dataset.map(parse_example, num_parallel_calls=num_parallel, deterministic=True)
     if lesion_types:
         classes = manifest.get("classes", [])

@@ -166,3 +166,30 @@ class TrainingData:
         if skip_batches:
             dataset = dataset.skip(skip_batches)
         return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+class RandomBatches:
+    """Random dict batches in [-1, 1] for throughput benchmarks (no files read): the
+    ``TrainingData`` interface over ``streams`` of ``image_size`` px patches."""
+
+    def __init__(self, streams: dict[str, Stream], image_size: int, batch_size: int, num_classes: int = 1,
+                 seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.streams, self.batch_size = dict(streams), batch_size
+        self.primary = next(iter(self.streams))
+        self.patch_size, self.num_examples, self.path = image_size, 10 ** 9, None
+        self.class_names = [str(i) for i in range(max(num_classes, 1))]
+        self.class_counts = [1] * len(self.class_names)
+        self._batch = {"image": rng.uniform(-1, 1, (batch_size, image_size, image_size, 1)).astype(np.float32),
+                       "label": rng.integers(0, max(num_classes, 1), batch_size).astype(np.int32),
+                       "box": np.full((batch_size, 4), -1, np.float32),
+                       "mask": np.zeros((batch_size, image_size, image_size, 1), np.float32)}
+        self.builds = 0
+
+    def dataset(self, start_epoch, skip_batches, batches_per_epoch, input_context=None) -> tf.data.Dataset:
+        self.builds += 1
+        batch = self.batch_size
+        if input_context is not None:
+            batch = input_context.get_per_replica_batch_size(self.batch_size)
+        one = {name: {k: v[:batch] for k, v in self._batch.items()} for name in self.streams}
+        return tf.data.Dataset.from_tensors(one).repeat()
