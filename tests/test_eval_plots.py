@@ -55,3 +55,29 @@ def test_tsne_is_seeded_and_separates_groups(tmp_path):
     assert np.linalg.norm(centres[0] - centres[1]) > 2 * spread
     with pytest.raises(InputError, match="group names"):
         plots.plot_tsne(feats, groups[:10], tmp_path / "x.png")
+
+
+def _grey(path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("L"), np.float64)
+
+
+def test_figures_show_their_data(tmp_path):
+    """Pixel content follows the data: dark vs bright samples, a perfect vs a random ROC curve,
+    a rising vs a falling metric curve."""
+    dark, bright = np.full((8, 16, 16, 1), -1.0), np.full((8, 16, 16, 1), 1.0)
+    grid_dark = _grey(plots.plot_sample_grid(dark, dark, tmp_path / "dark.png", n=8))
+    grid_bright = _grey(plots.plot_sample_grid(bright, bright, tmp_path / "bright.png", n=8))
+    assert grid_bright.mean() - grid_dark.mean() > 40
+    y = np.r_[np.zeros(50), np.ones(50)]
+    perfect = _grey(plots.plot_roc({"a": (y, y)}, tmp_path / "perfect.png"))
+    chance = _grey(plots.plot_roc({"a": (y, np.random.default_rng(0).random(100))}, tmp_path / "chance.png"))
+    assert perfect.shape == chance.shape and np.abs(perfect - chance).mean() > 0.5
+    steps = np.arange(10)
+    rising = _grey(plots.plot_metric_curves({"FID": (steps, steps * 1.0)}, tmp_path / "up.png"))
+    falling = _grey(plots.plot_metric_curves({"FID": (steps, 9.0 - steps)}, tmp_path / "down.png"))
+    assert np.abs(rising - falling).mean() > 0.5
+    # the line goes up: in the left half of the plot its dark pixels sit lower than in the right half
+    dark_rows, dark_cols = np.nonzero(rising < 128)
+    middle = rising.shape[1] // 2
+    assert dark_rows[dark_cols < middle].mean() > dark_rows[dark_cols >= middle].mean()
