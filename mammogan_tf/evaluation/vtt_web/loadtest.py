@@ -80,7 +80,7 @@ def start_server(study_dir, port: int, timeout: float = 60.0, extra: tuple = ())
 @dataclass
 class ReaderRun:
     """What one simulated reader saw: acknowledged ``(opaque id, answer)`` pairs, answer
-    latencies in seconds, and responses other than 200."""
+    latencies in seconds, and responses other than 200 (status None: the connection failed)."""
 
     acked: list = field(default_factory=list)
     latencies: list = field(default_factory=list)
@@ -98,7 +98,7 @@ def read_as(url: str, seconds: float, max_answers: int, seed: int = 0) -> Reader
     run = ReaderRun()
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     deadline = time.monotonic() + seconds
-    try:
+    try:  # a lost connection (server killed) ends the run: what was acknowledged is kept
         while time.monotonic() < deadline and len(run.acked) < max_answers and len(run.failures) < 10:
             status, body = request(conn, "GET", f"{base}/api/state")
             state = json.loads(body) if status == 200 else None
@@ -116,6 +116,8 @@ def read_as(url: str, seconds: float, max_answers: int, seed: int = 0) -> Reader
                 run.acked.append((answer["image"], answer["answer"]))
             else:
                 run.failures.append((status, body[:200]))
+    except (OSError, http.client.HTTPException) as error:
+        run.failures.append((None, repr(error)))
     finally:
         conn.close()
     return run
