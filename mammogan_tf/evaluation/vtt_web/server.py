@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import ipaddress
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -57,6 +58,7 @@ def make_server(study: Study, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
 def serve(study_dir, host: str = "127.0.0.1", port: int = DEFAULT_PORT, threads: int = 8, **reading) -> None:
     """Serve ``study_dir`` until interrupted (``reading``: overrides of ``study.json``)."""
     study = load_study(study_dir, **reading)
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth" under load is expected
     if not is_loopback(host):
         print(f"warning: serving on {host}, reachable from other machines; anyone with a link can read the "
               f"study. Put HTTPS in front of it and keep the links private.", file=sys.stderr)

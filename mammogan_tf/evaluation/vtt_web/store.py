@@ -5,7 +5,9 @@ committed, so a server killed at any moment (even ``kill -9``) loses no acknowle
 Tables: ``images`` (study image name -> opaque id shown to browsers), ``readers`` (name, role
 ``reader``/``owner``, sha256 of the token: tokens themselves are never stored) and ``answers``
 (one row per reader and image: answer, confidence, lesion type, response time, UTC timestamp).
-Each thread gets its own connection.
+Each thread gets its own connection; write transactions of one process take turns on a lock
+(SQLite's own busy wait backs off up to 100 ms at a time and can starve a writer under load),
+and ``busy_timeout`` settles the rare contention with another process (``vtt invite``).
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ CREATE TABLE IF NOT EXISTS answers (
     response_ms INTEGER, answered_at TEXT NOT NULL, UNIQUE (reader_id, image));
 """
 OWNER = "owner"
+LOCK_TIMEOUT_S = 30.0
 
 
 def token_hash(token: str) -> str:
@@ -59,6 +62,7 @@ class Store:
     def __init__(self, path: str | Path, images: Iterable[str]):
         self.path = Path(path)
         self._local = threading.local()
+        self._write_lock = threading.Lock()
         db = self._db()
         db.executescript(SCHEMA)
         with self.transaction() as db:
@@ -82,7 +86,7 @@ class Store:
     def transaction(self):
         """``with store.transaction() as db:`` one ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled
         back on an exception)."""
-        return _Transaction(self._db())
+        return _Transaction(self._db(), self._write_lock)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -162,12 +166,21 @@ class Store:
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock):
+        self.db, self.lock = db, lock
 
     def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
+        if not self.lock.acquire(timeout=LOCK_TIMEOUT_S):
+            raise sqlite3.OperationalError(f"no turn to write within {LOCK_TIMEOUT_S} s")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.lock.release()
+            raise
         return self.db
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        try:
+            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self.lock.release()
