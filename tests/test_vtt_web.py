@@ -9,7 +9,6 @@ import json
 import socket
 import sqlite3
 import struct
-import threading
 
 import numpy as np
 import pytest
@@ -19,8 +18,8 @@ from mammogan_tf.cli import main
 from mammogan_tf.evaluation.vtt import read_key
 from mammogan_tf.evaluation.vtt_web import server as web_server
 from mammogan_tf.evaluation.vtt_web.app import create_app
-from mammogan_tf.evaluation.vtt_web.loadtest import demo_study, request
-from mammogan_tf.evaluation.vtt_web.server import invite, is_loopback, make_server
+from mammogan_tf.evaluation.vtt_web.loadtest import ThreadedServer, demo_study
+from mammogan_tf.evaluation.vtt_web.server import invite, is_loopback
 from mammogan_tf.evaluation.vtt_web.store import Store
 from mammogan_tf.evaluation.vtt_web.study import load_study
 
@@ -31,7 +30,7 @@ class Live:
     def __init__(self, root):
         self.dir = demo_study(root / "study", n=3, size=16)
         self.key = read_key(self.dir / "key.csv")
-        # a provenance text chunk and a time chunk in one source file: the server must strip them
+        # a provenance text chunk in one source file: the server must strip it
         first = sorted(self.key)[0]
         info = PngImagePlugin.PngInfo()
         info.add_text("truth", "synthetic" if self.key[first] else "real")
@@ -39,13 +38,12 @@ class Live:
         Image.fromarray(pixels).save(self.dir / "observers" / "images" / first, pnginfo=info)
         self.links = {name: url for name, _, url in invite(self.dir, "alice,bob", "")}
         self.study = load_study(self.dir)
-        self.server = make_server(self.study, "127.0.0.1", 0, threads=4)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
+        self.served = ThreadedServer(self.study)
+        self.port = self.served.server.effective_port
         self.store = Store(self.study.database, self.key)
 
     def get(self, path, method="GET", body=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.server.effective_port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
             conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
             response = conn.getresponse()
@@ -67,8 +65,7 @@ class Live:
             return db.execute("SELECT reader_id, image, answer FROM answers ORDER BY id").fetchall()
 
     def close(self):
-        self.server.close()
-        self.thread.join(5)
+        self.served.close()
 
 
 @pytest.fixture
@@ -161,7 +158,7 @@ def test_oversized_and_malformed_bodies_write_nothing(live):
     assert len(big) > 1_000_000
     # waitress answers 413 as soon as it reads the declared length, then closes: read the answer
     # after the first 64 KiB (a client still sending would only see the connection reset)
-    with socket.create_connection(("127.0.0.1", live.server.effective_port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
         sock.sendall(f"POST {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      f"Content-Length: {len(big)}\r\n\r\n".encode() + big[:65536])
         assert sock.recv(4096).startswith(b"HTTP/1.1 413")
@@ -215,7 +212,7 @@ def test_owner_results_export_and_score(live, tmp_path, capsys):
     assert results["progress"] == {"alice": 6, "bob": 6}
     observers = results["scores"]["observers"]
     assert observers["alice"]["accuracy"] == 1.0 and observers["bob"]["accuracy"] == 0.5
-    assert (observers["bob"]["tp"], observers["bob"]["fn"], observers["bob"]["fp"], observers["bob"]["tn"]) == (0, 3, 0, 3)
+    assert [observers["bob"][k] for k in ("tp", "fn", "fp", "tn")] == [0, 3, 0, 3]  # all called real
     assert [row["n_fooled"] for row in results["fooled"]] == [1, 1, 1]
     page = live.get(live.links["owner"])[2].decode()
     assert page.count("6 / 6") == 2 and "Cohen" in page

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 
 from mammogan_tf.evaluation.vtt import read_key
-from mammogan_tf.evaluation.vtt_web.loadtest import demo_study
-from mammogan_tf.evaluation.vtt_web.server import invite, make_server
+from mammogan_tf.evaluation.vtt_web.loadtest import ThreadedServer, demo_study
+from mammogan_tf.evaluation.vtt_web.server import invite
 from mammogan_tf.evaluation.vtt_web.store import Store
 from mammogan_tf.evaluation.vtt_web.study import load_study
 
@@ -26,7 +25,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
     os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager look for downloads
     options = webdriver.ChromeOptions()
@@ -54,18 +53,27 @@ def _wait_image(driver, done):
     return driver.find_element(By.ID, "image").get_attribute("src").rsplit("/", 1)[1]
 
 
+class Served:
+    """A demo study served on a free loopback port in a thread, with reader erin and the owner."""
+
+    def __init__(self, root, **reading):
+        study_dir = demo_study(root / "study", n=3, size=32)
+        self.key = read_key(study_dir / "key.csv")
+        self.links = {name: path for name, _, path in invite(study_dir, "erin", "")}
+        study = load_study(study_dir, **reading)
+        self.served = ThreadedServer(study)
+        self.base = self.served.url
+        self.store = Store(study.database, self.key)
+
+    def close(self):
+        self.served.close()
+
+
 def test_reader_answers_by_keyboard_resumes_after_reload_and_owner_sees_counts(tmp_path, browser):
     artifacts = Path(os.environ.get("MAMMOGAN_TEST_ARTIFACTS") or tmp_path / "artifacts")
     artifacts.mkdir(parents=True, exist_ok=True)
-    study_dir = demo_study(tmp_path / "study", n=3, size=32)
-    key = read_key(study_dir / "key.csv")
-    links = {name: path for name, _, path in invite(study_dir, "erin", "")}
-    study = load_study(study_dir, confidence=True)
-    server = make_server(study, "127.0.0.1", 0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.effective_port}"
-    store = Store(study.database, key)
+    served = Served(tmp_path, confidence=True)
+    key, links, base, store = served.key, served.links, served.base, served.store
     pressed = {}
     try:
         browser.get(base + links["erin"])
@@ -101,6 +109,21 @@ def test_reader_answers_by_keyboard_resumes_after_reload_and_owner_sees_counts(t
         assert f"{correct / len(key):.3f}" in row.text
         browser.save_screenshot(str(artifacts / "vtt_results.png"))
     finally:
-        server.close()
-        thread.join(5)
+        served.close()
     assert all((artifacts / f"vtt_{n}.png").stat().st_size > 1000 for n in ("reading", "finished", "results"))
+
+
+def test_time_limit_hides_the_image_and_the_answer_still_counts(tmp_path, browser):
+    served = Served(tmp_path, time_limit_s=1)
+    try:
+        browser.get(served.base + served.links["erin"])
+        image_id = _wait_image(browser, 0)
+        WebDriverWait(browser, 10).until(lambda d: _text(d, "timer") == "time is up: answer now")
+        assert browser.find_element(By.ID, "image").value_of_css_property("visibility") == "hidden"
+        browser.find_element(By.TAG_NAME, "body").send_keys("s")  # no confidence asked: S submits at once
+        assert _wait_image(browser, 1) != image_id
+        (row,) = served.store.answers()
+        assert served.store.opaque[row["image"]] == image_id and row["answer"] == "synthetic"
+        assert row["response_ms"] >= 1000 and row["confidence"] is None
+    finally:
+        served.close()

@@ -1,5 +1,6 @@
 """Simulated readers for the tests and ``benchmarks/vtt_load.py`` (loopback only, bounded).
 
+``ThreadedServer`` serves a study in a thread of this process (stopped cleanly by ``close``);
 ``start_server`` runs ``mammogan vtt serve`` as a child process on a free 127.0.0.1 port;
 ``simulate_readers`` lets several readers answer concurrently (one thread and one keep-alive
 connection each) for at most ``seconds`` and ``max_answers`` each, like the page does: state,
@@ -75,6 +76,31 @@ def start_server(study_dir, port: int, timeout: float = 60.0, extra: tuple = ())
             time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"server not ready on port {port} after {timeout} s")
+
+
+class ThreadedServer:
+    """``study`` served on a free 127.0.0.1 port by a thread of this process; ``url`` is its
+    root. ``close()`` stops the loop in its own thread, so no socket is closed under ``select``."""
+
+    def __init__(self, study, threads: int = 4):
+        from mammogan_tf.evaluation.vtt_web.server import make_server
+
+        self.server = make_server(study, LOOPBACK, 0, threads)
+        self.url = f"http://{LOOPBACK}:{self.server.effective_port}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        server = self.server
+        while not self._stop.is_set():
+            server.asyncore.loop(timeout=0.05, map=server._map, count=1)
+        server.asyncore.close_all(server._map)
+        server.task_dispatcher.shutdown(timeout=2)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
 
 
 @dataclass
