@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import csv
+import io
+import json
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +14,8 @@ from sklearn.metrics import cohen_kappa_score
 from mammogan_tf.cli import main
 from mammogan_tf.errors import InputError
 from mammogan_tf.evaluation.inputs import ImageSet
-from mammogan_tf.evaluation.vtt import cohen_kappa, make_vtt, read_answers, read_key, score_vtt
+from mammogan_tf.evaluation.vtt import (cohen_kappa, contact_sheet_png, format_scores, make_vtt, read_answers,
+                                        read_key, score_vtt)
 
 
 def _set(n, value, name):
@@ -28,6 +32,8 @@ def test_make_writes_anonymised_shuffled_set_and_separate_key(tmp_path):
     key = read_key(result["key"])
     assert sorted(key) == files and sum(key.values()) == 5
     assert not (observers / "key.csv").exists() and (tmp_path / "vtt" / "key.csv").exists()
+    study = json.loads((tmp_path / "vtt" / "study.json").read_text())
+    assert study["seed"] == 1 and study["reading"]["final_answers"] is True and not (observers / "study.json").exists()
     truths = [key[f] for f in files]
     assert truths != sorted(truths) and truths != sorted(truths, reverse=True)  # shuffled
     for name in files:
@@ -81,6 +87,11 @@ def test_score_known_answers_and_cli(tmp_path, capsys):
     said_b = [1, 1, 1, 1, 0, 0, 0]
     assert scores["kappa"][0]["n_common"] == 7
     assert scores["kappa"][0]["kappa"] == pytest.approx(cohen_kappa_score(said_a, said_b))
+    assert scores["fooled"] == [{"image": "im3.png", "n_fooled": 1, "n_answered": 2}]  # A called it real
+    assert (obs_a["tp"], obs_a["fn"], obs_a["fp"], obs_a["tn"]) == (3, 1, 2, 2)
+    text = format_scores(scores)
+    assert re.search(r"^\s+A\s+3\s+1\s+2\s+2$", text, re.M)  # confusion: tp fn fp tn
+    assert "fooled 1 of 2: im3.png" in text
     assert main(["vtt", "score", "--key", str(key_path), str(tmp_path / "A.csv"), str(tmp_path / "B.csv"),
                  "--out", str(tmp_path / "scores.json")]) == 0
     out = capsys.readouterr().out
@@ -88,3 +99,20 @@ def test_score_known_answers_and_cli(tmp_path, capsys):
     _write_sheet(tmp_path / "bad.csv", {"im0.png": "maybe"})
     assert main(["vtt", "score", "--key", str(key_path), str(tmp_path / "bad.csv")]) == 2
     assert "row 2" in capsys.readouterr().err
+
+
+def test_contact_sheet_of_fooling_images(tmp_path, capsys):
+    tiles = [np.full((8, 8), 10, np.uint8), np.full((8, 8), 60000, np.uint16)]
+    sheet = Image.open(io.BytesIO(contact_sheet_png(tiles, ["a: 2/3", "b: 1/3"], ncols=6, tile=32)))
+    assert sheet.size == (2 * 36, 32 + 14 + 4)
+    pixels = np.array(sheet)
+    assert pixels[2 + 16, 2 + 16] == 10 and pixels[2 + 16, 36 + 2 + 16] == 255  # 16-bit scaled to its max
+    assert Image.open(io.BytesIO(contact_sheet_png([], []))).size[0] > 0
+    study = tmp_path / "study"
+    make_vtt(_set(4, -0.3, "real"), _set(4, 0.3, "fake"), study, n=4, seed=0)
+    key = read_key(study / "key.csv")
+    _write_sheet(tmp_path / "A.csv", {image: "real" for image in key})  # every synthetic image fools A
+    assert main(["vtt", "score", "--key", str(study / "key.csv"), str(tmp_path / "A.csv"),
+                 "--sheet", str(tmp_path / "fooled.png")]) == 0
+    assert "fooled.png" in capsys.readouterr().out
+    assert Image.open(tmp_path / "fooled.png").size == (4 * 132, 128 + 14 + 4)

@@ -1,4 +1,4 @@
-"""CLI: ``mammogan evaluate``, ``mammogan features fit``, ``mammogan vtt make|score``."""
+"""CLI: ``mammogan evaluate``, ``mammogan features fit``, ``mammogan vtt make|score|serve|invite|export``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -75,6 +75,40 @@ def _vtt_score(args) -> int:
 
         write_json_atomic(args.out, json_safe(scores))
         print(f"wrote {args.out}")
+    if args.sheet:
+        from mammogan_tf.evaluation.vtt import write_fooled_sheet
+
+        images = args.images or Path(args.key).parent / "observers" / "images"
+        print(f"wrote {write_fooled_sheet(scores, images, args.sheet)} (synthetic images that fooled most observers)")
+    return 0
+
+
+def _vtt_serve(args) -> int:
+    from mammogan_tf.evaluation.vtt_web.server import serve
+
+    serve(args.study_dir, args.host, args.port, args.threads, confidence=args.confidence or None,
+          lesion_types=_types(args.lesion_types), time_limit_s=args.time_limit,
+          final_answers=False if args.allow_changes else None)
+    return 0
+
+
+def _vtt_invite(args) -> int:
+    from mammogan_tf.evaluation.vtt_web.server import invite
+
+    for name, role, url in invite(args.study_dir, args.readers, args.base_url, args.reissue, args.owner):
+        print(f"{role:<6} {name:<20} {url}")
+    print("links are shown once (only their hashes are stored); send each reader their own")
+    return 0
+
+
+def _vtt_export(args) -> int:
+    from mammogan_tf.evaluation.vtt_web.server import export
+
+    counts = export(args.study_dir, args.out)
+    for name, n in counts.items():
+        print(f"{name}: {n} answers")
+    print(f"wrote {len(counts)} answer sheets to {args.out} (score: mammogan vtt score --key "
+          f"{Path(args.study_dir) / 'key.csv'} {Path(args.out) / '*.csv'})")
     return 0
 
 
@@ -131,7 +165,7 @@ def register(subparsers) -> None:
     fit.set_defaults(func=_features_fit)
     features.set_defaults(func=lambda args: features.print_help() or 2)
 
-    vtt = subparsers.add_parser("vtt", help="visual Turing test: make an image set, score observers")
+    vtt = subparsers.add_parser("vtt", help="visual Turing test: make an image set, serve it to readers, score them")
     sub = vtt.add_subparsers(dest="vtt_command", metavar="COMMAND")
     make = sub.add_parser("make", help="write shuffled anonymised real+synthetic images and an answer key")
     make.add_argument("--real", required=True, help="folder of PNG/DICOM or prepared shards")
@@ -148,5 +182,40 @@ def register(subparsers) -> None:
     score.add_argument("--key", required=True, help="key.csv written by vtt make")
     score.add_argument("answers", nargs="+", help="one answer sheet (CSV: image,answer) per observer")
     score.add_argument("--out", help="also write the scores as JSON here")
+    score.add_argument("--sheet", help="write a contact sheet (PNG) of the synthetic images that fooled most observers")
+    score.add_argument("--images", help="the study's images for --sheet (default: observers/images beside --key)")
     score.set_defaults(func=_vtt_score)
+    _register_web(sub)
     vtt.set_defaults(func=lambda args: vtt.print_help() or 2)
+
+
+def _register_web(sub) -> None:
+    """``vtt serve|invite|export``: the reader study in the browser (``evaluation.vtt_web``)."""
+    from mammogan_tf.evaluation.vtt_web import DEFAULT_PORT
+
+    serve = sub.add_parser("serve", help="serve a study to readers in the browser",
+                           description="Serve STUDY_DIR (written by vtt make) as a web reader study; answers go "
+                                       "to STUDY_DIR/vtt.sqlite3. Reading options override study.json.")
+    serve.add_argument("study_dir", metavar="STUDY_DIR")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default: {DEFAULT_PORT}")
+    serve.add_argument("--threads", type=int, default=8, help="worker threads (default: 8)")
+    serve.add_argument("--confidence", action="store_true", help="also ask a confidence 1-5")
+    serve.add_argument("--lesion-types", help="also ask a lesion type from this comma-separated list")
+    serve.add_argument("--time-limit", type=float, help="hide each image after this many seconds")
+    serve.add_argument("--allow-changes", action="store_true", help="answers can be changed (default: final)")
+    serve.set_defaults(func=_vtt_serve)
+    invite = sub.add_parser("invite", help="add readers and print one personal link each",
+                            description="Print one link per new reader (and the owner's results link when it "
+                                        "is new); tokens are stored hashed, so links are shown only once.")
+    invite.add_argument("study_dir", metavar="STUDY_DIR")
+    invite.add_argument("--readers", required=True, help="how many readers, or their names comma-separated")
+    invite.add_argument("--base-url", default=f"http://127.0.0.1:{DEFAULT_PORT}",
+                        help="where readers reach the server (default: %(default)s)")
+    invite.add_argument("--reissue", action="store_true", help="new links for readers already invited")
+    invite.add_argument("--owner", action="store_true", help="also make a new owner link (the old one stops working)")
+    invite.set_defaults(func=_vtt_invite)
+    export = sub.add_parser("export", help="write the answers as one CSV per reader for vtt score")
+    export.add_argument("study_dir", metavar="STUDY_DIR")
+    export.add_argument("--out", required=True, help="output folder (READER.csv per reader)")
+    export.set_defaults(func=_vtt_export)

@@ -2,7 +2,8 @@
 
 ``make_vtt`` writes ``OUT/observers/`` (what observers get: ``images/vtt_001.png ...`` in a
 seeded random order, ``answer_sheet.csv`` with an empty ``answer`` column, ``instructions.txt``)
-and ``OUT/key.csv`` (kept by the organiser: image, truth, source id). Images are re-encoded as
+and ``OUT/key.csv`` (kept by the organiser: image, truth, source id) and ``OUT/study.json``
+(the seed and the reading settings that ``mammogan vtt serve`` uses). Images are re-encoded as
 8-bit grey PNG without any metadata, real and synthetic alike, so neither the file name, the
 bit depth nor a provenance text chunk tells them apart.
 
@@ -10,12 +11,16 @@ bit depth nor a provenance text chunk tells them apart.
 ``synthetic``/``real``; also accepted: s/r, fake, 1/0, yes/no, true/false; empty = not
 answered) and reports per observer: accuracy, sensitivity and specificity for "synthetic"
 (positive = synthetic), a two-sided binomial p-value of the accuracy against chance (0.5),
-and Cohen's kappa between every pair of observers on the images both answered.
+and Cohen's kappa between every pair of observers on the images both answered, the 2x2
+confusion counts (tp/fn/fp/tn) and which synthetic images fooled most observers
+(``fooled_ranking``; ``contact_sheet_png`` tiles them with their counts).
 """
 from __future__ import annotations
 
 import csv
+import io
 import itertools
+import json
 import os
 import shutil
 from pathlib import Path
@@ -37,6 +42,10 @@ For every image in images/, write "real" or "synthetic" in the answer column of
 answer_sheet.csv (keep the image column as it is). Save the sheet under your name,
 e.g. observer_A.csv, and return it.
 """
+STUDY_FILE = "study.json"
+DEFAULT_READING = {"confidence": False, "lesion_types": [], "time_limit_s": None, "final_answers": True}
+"""Reading settings of the web reader study (``study.json`` -> ``reading``): ask a confidence 1-5,
+ask a lesion type from this list, hide the image after this many seconds, answers final once sent."""
 
 
 def make_vtt(real: ImageSet, synthetic: ImageSet, out_dir: str | os.PathLike, n: int = 75,
@@ -68,6 +77,8 @@ def make_vtt(real: ImageSet, synthetic: ImageSet, out_dir: str | os.PathLike, n:
                [{"image": row["image"], "answer": ""} for row in key_rows])
     (observers / "instructions.txt").write_text(INSTRUCTIONS.format(n=len(key_rows)), encoding="utf-8")
     _write_csv(staging / "key.csv", ["image", "truth", "source", "id"], key_rows)
+    study = {"seed": seed, "n_real": n, "n_synthetic": n, "reading": DEFAULT_READING}
+    (staging / STUDY_FILE).write_text(json.dumps(study, indent=2) + "\n", encoding="utf-8")
     publish(staging, out_dir)
     return {"observers": str(out_dir / "observers"), "key": str(out_dir / "key.csv"),
             "n_real": n, "n_synthetic": n}
@@ -158,7 +169,68 @@ def score_vtt(key: Mapping[str, bool], answers: Mapping[str, Mapping[str, bool |
         common = [im for im in key if sheet_a.get(im) is not None and sheet_b.get(im) is not None]
         kappa = cohen_kappa([sheet_a[im] for im in common], [sheet_b[im] for im in common]) if common else float("nan")
         kappas.append({"observers": [name_a, name_b], "n_common": len(common), "kappa": kappa})
-    return {"n_images": len(key), "n_synthetic": int(sum(key.values())), "observers": observers, "kappa": kappas}
+    return {"n_images": len(key), "n_synthetic": int(sum(key.values())), "observers": observers, "kappa": kappas,
+            "fooled": fooled_ranking(key, answers)}
+
+
+def fooled_ranking(key: Mapping[str, bool], answers: Mapping[str, Mapping[str, bool | None]]) -> list[dict]:
+    """Synthetic images that at least one observer called real, most fooled first (ties by name):
+    ``[{"image", "n_fooled", "n_answered"}]``."""
+    ranking = []
+    for image in sorted(im for im, synthetic in key.items() if synthetic):
+        said = [sheet[image] for sheet in answers.values() if sheet.get(image) is not None]
+        fooled = sum(1 for s in said if s is False)
+        if fooled:
+            ranking.append({"image": image, "n_fooled": fooled, "n_answered": len(said)})
+    return sorted(ranking, key=lambda r: (-r["n_fooled"], r["image"]))
+
+
+def contact_sheet_png(images: list, captions: list[str], ncols: int = 6, tile: int = 128) -> bytes:
+    """One PNG tiling ``images`` (each a 2-D uint8 or uint16 array ``(H, W)``, shown grey, scaled
+    to ``tile`` x ``tile``) with a caption line under each; an empty list gives a one-line note."""
+    from PIL import Image, ImageDraw
+
+    caption_h = 14
+    n = max(1, len(images))
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    sheet = Image.new("L", (ncols * (tile + 4), nrows * (tile + caption_h + 4)), 255)
+    draw = ImageDraw.Draw(sheet)
+    if not images:
+        draw.text((4, 4), "no synthetic image fooled anyone", fill=0)
+    for i, (pixels, caption) in enumerate(zip(images, captions)):
+        pixels = np.asarray(pixels)
+        if pixels.dtype != np.uint8:
+            pixels = (pixels.astype(np.float64) * 255.0 / max(1, int(pixels.max()))).astype(np.uint8)
+        r, c = divmod(i, ncols)
+        x, y = c * (tile + 4) + 2, r * (tile + caption_h + 4) + 2
+        sheet.paste(Image.fromarray(pixels, mode="L").resize((tile, tile), Image.NEAREST), (x, y))
+        draw.text((x, y + tile + 1), caption, fill=0)
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_fooled_sheet(scores: dict, images_dir: str | os.PathLike, out_path: str | os.PathLike,
+                       limit: int = 24) -> Path:
+    """Write the contact sheet of the ``limit`` synthetic images that fooled most observers
+    (read from ``images_dir``, the study's ``observers/images``) to ``out_path``."""
+    from PIL import Image
+
+    chosen = scores["fooled"][:limit]
+    pixels = []
+    for row in chosen:
+        path = Path(images_dir) / row["image"]
+        try:
+            with Image.open(path) as image:
+                pixels.append(np.asarray(image.convert("L") if image.mode not in ("L", "I;16") else image))
+        except OSError as error:
+            raise InputError(f"{path}: cannot read the image for the contact sheet ({error})") from None
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_bytes(contact_sheet_png(pixels, [f"{r['image']}: {r['n_fooled']}/{r['n_answered']}"
+                                                    for r in chosen]))
+    return out_path
 
 
 def format_scores(scores: dict) -> str:
@@ -172,7 +244,13 @@ def format_scores(scores: dict) -> str:
     for name, o in scores["observers"].items():
         lines.append(f"{name:<20} {o['n_answered']:>8} {fmt(o['accuracy']):>9} {fmt(o['sensitivity']):>11} "
                      f"{fmt(o['specificity']):>11} {o['p_vs_chance']:>10.3g}")
+    lines.append("confusion (rows truth, columns answer):  synthetic->synthetic  synthetic->real  "
+                 "real->synthetic  real->real")
+    for name, o in scores["observers"].items():
+        lines.append(f"  {name:<20} {o['tp']:>19} {o['fn']:>16} {o['fp']:>16} {o['tn']:>11}")
     for pair in scores["kappa"]:
         lines.append(f"Cohen's kappa {pair['observers'][0]} vs {pair['observers'][1]}: {fmt(pair['kappa'])} "
                      f"({pair['n_common']} images)")
+    for row in scores.get("fooled", [])[:10]:
+        lines.append(f"fooled {row['n_fooled']} of {row['n_answered']}: {row['image']}")
     return "\n".join(lines)
