@@ -175,6 +175,7 @@ def _checkpoint_values(prefix) -> dict:
             if name.startswith("state/") and "best_value" not in name}
 
 
+@pytest.mark.slow
 def test_sigint_saves_the_current_step_and_resume_matches_an_uninterrupted_run(tiny_shards, tmp_path):
     from mammogan_tf.training.loop import train
 
@@ -241,3 +242,17 @@ def test_the_generator_moves_toward_the_data_and_not_with_swapped_labels(tiny_sh
         assert abs(mean - 0.8) > 0.6, mean
     else:
         assert abs(mean - 0.8) < 0.25, mean
+
+
+def test_sync_batch_norm_makes_every_batch_norm_layer_synchronised(tiny_shards, tmp_path):
+    from mammogan_tf.training.families import make_family
+    from mammogan_tf.training.loop import Trainer
+
+    manifest = tiny_shards(tmp_path)
+    for flag in (False, True):
+        config = validate_config(tiny_experiment(manifest, 1, sync_batch_norm=flag))
+        trainer = Trainer(make_family(config.model, config.train), config.train)
+        layers = [layer for net in trainer.networks.values()
+                  for layer in net._flatten_layers(include_self=False, recursive=True)
+                  if isinstance(layer, keras.layers.BatchNormalization)]
+        assert layers and all(layer.synchronized == flag for layer in layers)

@@ -61,6 +61,7 @@ MIRRORED = """
 """
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_cpu_devices_matches_default(tmp_path):
     manifest = write_tiny_shards(tmp_path / "data")
     experiments = {name: _experiment(manifest, name, 5) for name in ("default", "mirrored")}
@@ -90,6 +91,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_multi_worker_on_localhost_trains_and_checkpoints(tmp_path):
     manifest = write_tiny_shards(tmp_path / "data")
     run = tmp_path / "run"

@@ -27,6 +27,7 @@ def acknowledged(runs: dict, names: dict) -> Counter:
     return Counter((names[url], image, answer) for url, run in runs.items() for image, answer in run.acked)
 
 
+@pytest.mark.slow
 def test_kill9_between_and_during_answers_loses_nothing_acknowledged(tmp_path):
     study = demo_study(tmp_path / "study", n=15, size=16)
     (name, _, path), = [link for link in invite(study, "dana", "") if link[1] == "reader"]
