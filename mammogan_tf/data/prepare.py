@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mammogan_tf.config import PrepareConfig
+from mammogan_tf.data.config import PrepareConfig
 from mammogan_tf.data.annotations import load_annotations
 from mammogan_tf.data.process import ImageJob, process_image
 from mammogan_tf.data.splits import assign_folds, assign_splits

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mammogan_tf.config import PrepareConfig
+from mammogan_tf.data.config import PrepareConfig
 from mammogan_tf.data.codec import encode_mask, encode_png16
 from mammogan_tf.data.images import read_image
 from mammogan_tf.data.preprocess import box_from_mask, breast_mask, centre_in_mask, lesion_mask, normalize_histogram
