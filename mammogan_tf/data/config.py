@@ -51,6 +51,9 @@ class PatchConfig(Section):
     rot90: bool = True
     scale_range: tuple[float, float] = (0.8, 1.2)
     max_tries: int = Field(200, ge=1)
+    multi_label: Literal["selected", "each"] = Field(
+        "selected", description="a finding with several labels (VinDr): 'selected' = a lesion patch only when "
+        "exactly one of its labels is in lesion_types (several: rejected); 'each' = one patch per selected label")
 
 
 class SplitConfig(Section):
@@ -58,6 +61,9 @@ class SplitConfig(Section):
 
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     k_folds: Optional[int] = Field(None, ge=2)
+    allow_image_level: bool = Field(
+        False, description="images without patient identity (INbreast without its DICOM files) are split one "
+        "by one instead of refused; the manifest records split_level: image")
 
     @field_validator("fractions")
     @classmethod
@@ -72,7 +78,8 @@ class PrepareConfig(Section):
 
     images: Optional[str] = None
     annotations: Optional[str] = None
-    format: Optional[Literal["mias", "cbis-ddsm", "vindr", "inbreast", "optimam", "table"]] = None
+    format: Optional[Literal["mias", "cbis-ddsm", "vindr", "inbreast", "optimam", "table"]] = Field(
+        None, description="annotation format, any case (CBIS-DDSM, cbis_ddsm); None = detected")
     column_map: dict[str, str] = Field(default_factory=dict, description="optimam: our column -> theirs")
     manufacturers: list[str] = Field(default_factory=list, description="keep only images of these "
                                      "manufacturers (case-insensitive substring; empty = all)")
@@ -84,3 +91,8 @@ class PrepareConfig(Section):
     mask: MaskConfig = Field(default_factory=MaskConfig)
     patches: PatchConfig = Field(default_factory=PatchConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _format_any_case(cls, value):
+        return value.strip().lower().replace("_", "-") if isinstance(value, str) else value
