@@ -146,7 +146,8 @@ def _bad_row_count(path: Path, sep: str, encoding: str) -> str:
 
 
 def read_frame(path: Path, format: str, sep: str = ",") -> pd.DataFrame:
-    """A CSV or Excel file as text cells, columns normalised with ``field_name``.
+    """A CSV or Excel file as text cells stripped of surrounding whitespace (e.g. the newline that
+    quoted CBIS-DDSM paths carry), columns normalised with ``field_name``.
 
     The index is the spreadsheet row number (header = 1); rows whose cells are all blank are
     dropped (their numbers are kept by the others). Errors name the file and the actual problem
@@ -181,7 +182,8 @@ def read_frame(path: Path, format: str, sep: str = ",") -> pd.DataFrame:
     frame.index = pd.RangeIndex(2, 2 + len(frame))
     filled = np.zeros(len(frame), bool)
     for column in frame.columns:
-        filled |= frame[column].str.strip().ne("").to_numpy()
+        frame[column] = frame[column].astype(object).str.strip()
+        filled |= frame[column].ne("").to_numpy()
     return frame[filled]
 
 
@@ -219,10 +221,10 @@ class Rows:
         self.detail = pd.Series("", index=frame.index, dtype=object)
 
     def text(self, column: str) -> pd.Series:
-        """The stripped cells of ``column`` ("" for every row when the file lacks it)."""
+        """The (stripped) cells of ``column`` ("" for every row when the file lacks it)."""
         if column not in self.frame:
             return pd.Series("", index=self.frame.index, dtype=object)
-        return self.frame[column].str.strip()
+        return self.frame[column]
 
     def reject(self, mask, reason, detail="") -> None:
         """Set ``reason`` (and ``detail``; scalars or Series) on the rows of ``mask`` not yet rejected."""
@@ -288,9 +290,18 @@ def _joined(texts: pd.DataFrame, mask: pd.Series) -> pd.Series:
 
 
 def resolve_paths(root: Path, values: Iterable[str]) -> list[str]:
-    """Absolute, normalised paths of ``values`` under ``root`` (absolute ones stay as they are)."""
-    root = str(root)
-    return [os.path.abspath(os.path.join(root, os.path.expanduser(v))) if v else None for v in values]
+    """Absolute, normalised paths of ``values`` under ``root`` (absolute ones stay as they are);
+    blank values give None."""
+    root = os.path.abspath(str(root))
+    prefix = root.rstrip(os.sep) + os.sep
+
+    def resolve(value: str) -> str:
+        path = "/" + value
+        if "/." in path or "//" in path or value.startswith("~") or value.endswith("/") or os.sep != "/":
+            return os.path.abspath(os.path.join(root, os.path.expanduser(value)))
+        return prefix + value  # plain relative path: nothing to normalise (the common, fast case)
+
+    return [resolve(v) if v else None for v in values]
 
 
 # --------------------------------------------------------------------------- record-wise conversion
