@@ -46,7 +46,8 @@ def make_table(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
     frame = frame[list(COLUMNS) + extra]
     for column in BOX_COLUMNS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-    for column in [c for c in (*COLUMNS, LABELS_COLUMN) if c in frame and c not in BOX_COLUMNS]:
+    text_columns = (*COLUMNS, LABELS_COLUMN)  # blank -> None; laterality and view stay raw for the readers' notes
+    for column in [c for c in text_columns if c in frame and c not in (*BOX_COLUMNS, "laterality", "view")]:
         values = frame[column].astype(object)
         frame[column] = values.where(values.notna() & values.ne(""), None)
     bad_types = set(frame["lesion_type"].dropna()) - set(LESION_TYPES)
