@@ -33,10 +33,11 @@ def register(subparsers) -> None:
     prepare = subparsers.add_parser(
         "prepare", help="images + annotations -> patient-split patch shards",
         description="Exit codes: 0 all good; 3 output written but some inputs rejected "
-                    "(see rejected.csv); 2 bad arguments or config; 1 unexpected failure.")
+                    "(see rejected.csv); 2 bad arguments, config or input (also: images without patient "
+                    "identity, or no patch written at all; nothing is published); 1 unexpected failure.")
     prepare.add_argument("--images", help="folder of images (DICOM/PNG/PGM/TIFF)")
     prepare.add_argument("--annotations", help="annotation file (Info.txt, CBIS-DDSM CSV, ...)")
-    prepare.add_argument("--format", help="mias, cbis-ddsm, vindr, inbreast, optimam or table "
+    prepare.add_argument("--format", help="mias, cbis-ddsm, vindr, inbreast, optimam or table, any case "
                                           "(default: detected from the file)")
     prepare.add_argument("--config", help="experiment YAML whose 'prepare' section to use")
     prepare.add_argument("--out", required=True, help="output folder")
