@@ -33,13 +33,13 @@ import pandas as pd
 
 from mammogan_tf.data.annotations.cbis_ddsm import read_cbis
 from mammogan_tf.data.annotations.common import (
-    EXCEL_SUFFIXES, FORMAT_NAMES, Annotations, Rejection, accepted, breast_fields, checked_file, field_name,
-    header_line,
+    EXCEL_SUFFIXES, FORMAT_NAMES, Annotations, Rejection, accepted, checked_file, field_name, header_line,
 )
 from mammogan_tf.data.annotations.inbreast import read_inbreast
 from mammogan_tf.data.annotations.mias import read_mias
 from mammogan_tf.data.annotations.optimam import read_optimam
 from mammogan_tf.data.annotations.table import read_table
+from mammogan_tf.data.annotations.values import breast_fields
 from mammogan_tf.data.annotations.vindr import read_vindr
 from mammogan_tf.data.table import COLUMNS, make_table
 from mammogan_tf.errors import ConfigError, InputError

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mammogan_tf.data.annotations.common import Rows, lesion_type, pathology, read_frame, require_columns
+from mammogan_tf.data.annotations.common import Rows, read_frame, require_columns
+from mammogan_tf.data.annotations.values import lesion_type, pathology
 
 REQUIRED = ("patient_id", "left_or_right_breast", "image_view", "abnormality_type", "pathology",
             "image_file_path", "roi_mask_file_path")

@@ -6,8 +6,9 @@ import plistlib
 from pathlib import Path
 
 from mammogan_tf.data.annotations.common import (
-    NAN, NUMBER, BadRow, convert, lesion_type, read_frame, require_columns, required, resolve, sources,
+    NAN, BadRow, convert, read_frame, require_columns, required, resolve, sources,
 )
+from mammogan_tf.data.annotations.values import NUMBER, lesion_type
 from mammogan_tf.data.table import BOX_COLUMNS
 from mammogan_tf.errors import InputError
 

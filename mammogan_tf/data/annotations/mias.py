@@ -4,7 +4,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mammogan_tf.data.annotations.common import NAN, BadRow, accepted, convert, is_number, read_text
+from mammogan_tf.data.annotations.common import NAN, BadRow, accepted, convert, read_text
+from mammogan_tf.data.annotations.values import is_number
 from mammogan_tf.data.table import BOX_COLUMNS
 from mammogan_tf.errors import InputError
 

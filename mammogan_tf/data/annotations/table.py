@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from mammogan_tf.data.annotations.common import (
-    Rows, field_name, is_blank, lesion_type, pathology, processed, read_frame, require_columns, resolve_paths,
+    Rows, field_name, is_blank, read_frame, require_columns, resolve_paths,
 )
+from mammogan_tf.data.annotations.values import lesion_type, pathology, processed
 from mammogan_tf.data.table import BOX_COLUMNS, COLUMNS
 from mammogan_tf.errors import ConfigError, InputError
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mammogan_tf.data.annotations.common import Rows, lesion_labels, read_frame, require_columns, resolve_paths
+from mammogan_tf.data.annotations.common import Rows, read_frame, require_columns, resolve_paths
+from mammogan_tf.data.annotations.values import lesion_labels
 
 BOX = ("xmin", "ymin", "xmax", "ymax")
 
