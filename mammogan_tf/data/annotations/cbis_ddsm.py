@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -73,15 +72,13 @@ def _dicoms(folder: str) -> list[str]:
 
 
 def _image(base: Path, relative: str) -> str:
-    named = base / relative
-    if named.is_file():
-        return str(named.absolute())
-    found = _dicoms(str((base / relative.strip("/").split("/")[0]).absolute()))
-    return found[0] if len(found) == 1 else str(named.absolute())
+    named = os.path.abspath(base / relative)
+    if os.path.isfile(named):
+        return named
+    found = _dicoms(os.path.abspath(base / relative.strip("/").split("/")[0]))
+    return found[0] if len(found) == 1 else named
 
 
 def _mask(base: Path, relative: str) -> str:
-    subject = base / re.split(r"/", relative.strip("/"))[0]
-    if subject.is_dir():
-        return str(subject.absolute())
-    return str((base / relative).absolute())
+    subject = os.path.abspath(base / relative.strip("/").split("/")[0])
+    return subject if os.path.isdir(subject) else os.path.abspath(base / relative)
