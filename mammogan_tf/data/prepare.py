@@ -8,6 +8,7 @@ on the inputs and the config (per-image random generators), never on the number 
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import multiprocessing
@@ -110,7 +111,21 @@ def _patients(table, config: PrepareConfig) -> tuple[pd.DataFrame, str, int]:
 
 
 def plan_prepare(config: PrepareConfig) -> Plan:
-    """Read the annotations, filter, split by patient and cut the job list into units (no image is read)."""
+    """Read the annotations, filter, split by patient and cut the job list into units (no image is read).
+
+    The garbage collector is paused meanwhile: the job list is hundreds of thousands of small
+    objects, none of them cyclic, and full collections would otherwise double the time.
+    """
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _plan(config)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _plan(config: PrepareConfig) -> Plan:
     if not config.images or not config.annotations:
         raise ConfigError("prepare needs --images DIR and --annotations FILE (or prepare.images / "
                           "prepare.annotations in the config)")
