@@ -165,18 +165,19 @@ def test_vindr(tmp_path):
     assert result.format == "vindr"
     assert [(r.row, r.reason.split(" ")[0]) for r in result.rejected] == [(5, "missing"), (6, "box"), (8, "unparseable")]
     table = result.table
-    assert list(zip(table["image_id"], table["lesion_type"])) == [
-        ("img1", "normal"), ("img2", "mass"), ("img3", "mass"), ("img3", "calcification"),
-        ("img6", "other"), ("img6", "asymmetry"),
+    # one finding per box: a multi-label row stays one row with all its labels
+    assert list(zip(table["image_id"], table["lesion_type"], table["lesion_labels"])) == [
+        ("img1", "normal", None), ("img2", "mass", None), ("img3", "mass", "mass|calcification"),
+        ("img6", "other", "other|asymmetry"),
     ]
     assert np.isnan(box(table.iloc[0])).all()
     assert box(table.iloc[1]) == [10.5, 20.0, 110.5, 220.0]
-    assert box(table.iloc[2]) == box(table.iloc[3]) == [1.0, 2.0, 3.0, 4.0]
+    assert box(table.iloc[2]) == [1.0, 2.0, 3.0, 4.0]
     assert table.iloc[1]["path"] == str(tmp_path / "images" / "st1" / "img2.dicom")
     assert list(table["patient_id"]) == list(table["study_id"])
     assert (table.iloc[1]["laterality"], table.iloc[1]["view"], table.iloc[1]["pathology"]) == ("R", "MLO", "unknown")
-    assert list(table["source_split"]) == ["training", "training", "test", "test", "test", "test"]
-    assert list(table["source_line"]) == [2, 3, 4, 4, 7, 7]
+    assert list(table["source_split"]) == ["training", "training", "test", "test"]
+    assert list(table["source_line"]) == [2, 3, 4, 7]
 
 
 # --------------------------------------------------------------------------- INbreast (fixture)
@@ -194,7 +195,8 @@ INBREAST = (
 def test_inbreast_with_xml_rois(tmp_path):
     (tmp_path / "INbreast.csv").write_bytes(INBREAST.encode())
     (tmp_path / "AllDICOMs").mkdir()
-    (tmp_path / "AllDICOMs" / "22614097_5b3c0e7e_MG_L_ML_ANON.dcm").write_bytes(b"")
+    for name in ("22678622_aaaa_MG_R_CC_ANON", "22614097_5b3c0e7e_MG_L_ML_ANON", "22580192_aaaa_MG_R_CC_ANON"):
+        (tmp_path / "AllDICOMs" / f"{name}.dcm").write_bytes(b"")
     (tmp_path / "AllXML").mkdir()
     rois = {"Images": [{"ImageIndex": 0, "NumberOfROIs": 2, "ROIs": [
         {"Name": "Mass", "NumberOfPoints": 3, "Point_px": ["(100.5, 200.25)", "(150.0, 180.0)", "(120.9, 260.7)"]},
@@ -204,18 +206,18 @@ def test_inbreast_with_xml_rois(tmp_path):
         plistlib.dump(rois, handle)
     result = load_annotations(tmp_path / "INbreast.csv")
     assert result.format == "inbreast"
-    assert [(r.row, r.reason) for r in result.rejected] == [(5, "missing file_name")]
+    assert [(r.row, r.reason) for r in result.rejected] == [
+        (4, "no ROI outline for an image with findings"), (5, "missing file_name")]
+    assert "BI-RADS 3" in result.rejected[0].detail and "22580192.xml" in result.rejected[0].detail
     table = result.table
     assert list(zip(table["image_id"], table["lesion_type"])) == [
-        ("22678622", "normal"), ("22614097", "mass"), ("22614097", "calcification"), ("22580192", "other"),
-    ]
+        ("22678622", "normal"), ("22614097", "mass"), ("22614097", "calcification")]
     assert box(table.iloc[1]) == [100.0, 180.0, 151.0, 261.0]
     assert box(table.iloc[2]) == [30.0, 40.0, 31.0, 41.0]
-    assert np.isnan(box(table.iloc[0])).all() and np.isnan(box(table.iloc[3])).all()
-    assert list(table["patient_id"]) == ["22678622", "22614097", "22614097", "P7"]
+    assert np.isnan(box(table.iloc[0])).all()
+    assert list(table["patient_id"]) == ["aaaa", "5b3c0e7e", "5b3c0e7e"]  # from the DICOM file names
     assert table.iloc[1]["path"] == str(tmp_path / "AllDICOMs" / "22614097_5b3c0e7e_MG_L_ML_ANON.dcm")
-    assert table.iloc[0]["path"] == str(tmp_path / "AllDICOMs" / "22678622.dcm")  # absent
-    assert list(table["source_bi_rads"]) == ["1", "4a", "4a", "3"]
+    assert list(table["source_bi_rads"]) == ["1", "4a", "4a"]
     assert table.iloc[1]["source_roi_name"] == "Mass" and (table.iloc[1]["laterality"], table.iloc[1]["view"]) == ("L", "MLO")
 
 

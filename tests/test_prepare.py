@@ -42,7 +42,8 @@ def mias_out(tmp_path_factory, mias_dir):
 def test_mias_prepare_outputs(mias_out):
     _, out, result = mias_out
     assert result.returncode == 3, result.stderr  # written, some inputs rejected
-    assert "rejected rows" in result.stdout and "mass" in result.stdout
+    assert "source rows" in result.stdout and "mass" in result.stdout
+    assert "cuda" not in result.stderr.lower()  # no CUDA driver lines on a prepare run
     manifest = read_manifest(out, stage="prepare")
     rejected = _rejected(out)
     outside = {row["image_id"] for row in rejected if "outside the breast" in row["reason"]}
@@ -132,7 +133,7 @@ def test_bad_inputs_are_rejected_and_the_rest_processed(tmp_path):
     code = main(["prepare", "--images", str(images), "--annotations", str(table), "--out", str(out),
                  "--quiet", "--set", "prepare.patches.size=32", "--set", "prepare.split.fractions=[1,0,0]"])
     assert code == 3
-    reasons = {row["image_id"] or row["row"]: row["reason"] for row in _rejected(out)}
+    reasons = {row["image_id"] or row["rows"]: row["reason"] for row in _rejected(out)}
     assert set(reasons) >= {"good1", "constant", "truncated", "notdicom", "missing"}
     assert "outside the image" in reasons["good1"]
     assert len(_rejected(out)) == 6

@@ -3,25 +3,9 @@ from __future__ import annotations
 
 from mammogan_tf.commands.config_commands import add_override_argument
 from mammogan_tf.config import load_config, set_field
+from mammogan_tf.data.report import format_summary
 
 EXIT_SOME_REJECTED = 3
-
-
-def format_summary(manifest: dict) -> str:
-    """The end-of-run table: images read, rejections by reason, patches per class and split."""
-    summary = manifest["summary"]
-    counts = manifest["counts"]
-    splits = sorted(counts)
-    classes = sorted({c for split in counts.values() for c in split})
-    lines = [f"images: {summary['images']} listed, {summary['images_read']} read; "
-             f"rejected rows: {summary['rejected']}"]
-    lines += [f"  {n:6d}  {reason}" for reason, n in summary["rejected_by_reason"].items()]
-    width = max([len("class")] + [len(c) for c in classes])
-    lines.append(f"{'class':<{width}}  " + "  ".join(f"{s:>8}" for s in splits) + f"  {'total':>8}")
-    for name in classes:
-        row = [counts[s].get(name, 0) for s in splits]
-        lines.append(f"{name:<{width}}  " + "  ".join(f"{n:8d}" for n in row) + f"  {sum(row):8d}")
-    return "\n".join(lines)
 
 
 def _prepare(args) -> int:
@@ -49,10 +33,11 @@ def register(subparsers) -> None:
     prepare = subparsers.add_parser(
         "prepare", help="images + annotations -> patient-split patch shards",
         description="Exit codes: 0 all good; 3 output written but some inputs rejected "
-                    "(see rejected.csv); 2 bad arguments or config; 1 unexpected failure.")
+                    "(see rejected.csv); 2 bad arguments, config or input (also: images without patient "
+                    "identity, or no patch written at all; nothing is published); 1 unexpected failure.")
     prepare.add_argument("--images", help="folder of images (DICOM/PNG/PGM/TIFF)")
     prepare.add_argument("--annotations", help="annotation file (Info.txt, CBIS-DDSM CSV, ...)")
-    prepare.add_argument("--format", help="mias, cbis-ddsm, vindr, inbreast, optimam or table "
+    prepare.add_argument("--format", help="mias, cbis-ddsm, vindr, inbreast, optimam or table, any case "
                                           "(default: detected from the file)")
     prepare.add_argument("--config", help="experiment YAML whose 'prepare' section to use")
     prepare.add_argument("--out", required=True, help="output folder")

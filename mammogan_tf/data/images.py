@@ -267,8 +267,8 @@ def _plugin_message(path: Path, tsyntax, decoder, reason: str) -> str:
         names = ["python-gdcm" if n == "gdcm" else n for n in names]
         if names:
             commands.append("pip install " + " ".join(names))
-    commands.sort(key=lambda c: not c.startswith("pip install pylibjpeg"))
-    commands = commands or ["pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"]
+    ours = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pyjpegls"  # what setup.cfg installs
+    commands = [ours] + [c for c in commands if c != ours]
     hint = "; or ".join(f"`{c}`" for c in commands)
     return (
         f"{path}: pixel data compressed as '{tsyntax.name}' ({tsyntax}) cannot be decoded ({reason}); "

@@ -18,7 +18,7 @@ from typing import Iterable, Optional, Sequence
 import cv2
 import numpy as np
 
-from mammogan_tf.config import MaskConfig, NormalizationConfig
+from mammogan_tf.data.config import MaskConfig, NormalizationConfig
 
 LEVELS_16 = 65536
 """Histogram bins for equalisation: one per 16-bit grey level, so 12/14/16-bit data lose nothing."""

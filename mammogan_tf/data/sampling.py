@@ -29,7 +29,7 @@ from typing import Any, Mapping, Optional, Sequence
 import cv2
 import numpy as np
 
-from mammogan_tf.config import PatchConfig
+from mammogan_tf.data.config import PatchConfig
 from mammogan_tf.data.preprocess import centre_in_mask, lesion_mask as make_lesion_mask
 
 Box = tuple[float, float, float, float]

@@ -21,20 +21,24 @@ COLUMNS = (
 
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 
+LABELS_COLUMN = "lesion_labels"
+"""Optional column: every label of a multi-label finding joined by ``|`` (None for one label);
+``lesion_type`` is then the first of them."""
+
 
 def label_of(lesion_type: str) -> int:
     """Integer class label of a lesion type (index in ``LESION_TYPES``)."""
     return LESION_TYPES.index(lesion_type)
 
 
-def make_table(rows: list[dict]) -> pd.DataFrame:
-    """Build a lesion table from row dicts, filling absent columns with None.
+def make_table(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
+    """Build a lesion table from row dicts (or a frame), filling absent columns with None.
 
     Required columns come first in ``COLUMNS`` order, then ``source_*`` columns.
     Box columns are float (NaN where absent); ``lesion_type`` and ``pathology`` are checked
     against the vocabularies.
     """
-    frame = pd.DataFrame(rows)
+    frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
     for column in COLUMNS:
         if column not in frame.columns:
             frame[column] = None
@@ -42,6 +46,10 @@ def make_table(rows: list[dict]) -> pd.DataFrame:
     frame = frame[list(COLUMNS) + extra]
     for column in BOX_COLUMNS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    text_columns = (*COLUMNS, LABELS_COLUMN)  # blank -> None; laterality and view stay raw for the readers' notes
+    for column in [c for c in text_columns if c in frame and c not in (*BOX_COLUMNS, "laterality", "view")]:
+        values = frame[column].astype(object)
+        frame[column] = values.where(values.notna() & values.ne(""), None)
     bad_types = set(frame["lesion_type"].dropna()) - set(LESION_TYPES)
     if bad_types:
         raise ValueError(f"unknown lesion_type values {sorted(bad_types)}; allowed: {LESION_TYPES}")
