@@ -129,6 +129,7 @@ def test_card_numbers_equal_the_manifests_and_reports(run, tmp_path):  # noqa: F
     perf = card["selection"]["performance"]
     assert perf["FID"]["value"] == metrics["fid"] and perf["KID"]["mean"] == metrics["kid"]["mean"]
     assert perf["FRD"]["value"] == metrics["frd"] and perf["FRD"]["value"] > 0
+    assert f"| FRD | {metrics['frd']:.4g} |" in (tmp_path / "eval" / "report.md").read_text()
     assert perf["precision"] == metrics["precision"] and perf["coverage"] == metrics["coverage"]
     assert perf["FID"]["backbone"] == "random" and perf["FID"]["n_synthetic"] == 12
     assert perf["memorisation"]["n_flagged"] == metrics["memorisation"]["n_flagged"]
