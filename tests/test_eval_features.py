@@ -145,3 +145,52 @@ def test_subclassed_classifier_is_read_through_its_features_method(tmp_path, ima
     np.testing.assert_allclose(backbone(images), model.features(resized).numpy(), rtol=1e-5, atol=1e-7)
     with pytest.raises(InputError, match="functional"):
         load_backbone(f"classifier:{path}:conv")
+
+
+def _tiny_encoder(seed: int, channels: int = 1):
+    """A functional encoder (S=24, C channels) -> 6-d ``features``; weights from ``seed``."""
+    inputs = keras.Input((24, 24, channels), name="image")
+    x = keras.layers.Conv2D(6, 3, strides=2, name="conv",
+                            kernel_initializer=keras.initializers.GlorotUniform(seed))(inputs)
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="features")(x))
+
+
+def test_keras_file_encoder_by_spec_and_bare_path_is_identified_by_its_weights(tmp_path, images):
+    from mammogan_tf.evaluation.encoder_files import weights_sha256
+
+    model = _tiny_encoder(3)
+    path = tmp_path / "encoder.keras"
+    model.save(path)
+    by_spec, bare = load_backbone(f"keras:{path}"), load_backbone(str(path))
+    expected = model(images, training=False).numpy()
+    for backbone in (by_spec, bare):
+        np.testing.assert_allclose(backbone(images), expected, rtol=1e-5, atol=1e-7)
+        assert backbone.identity["weights_sha256"] == weights_sha256(model.weights)
+    assert bare.spec == f"keras:{path}" and bare.describe()["identity"]["network"] == "keras"
+    model.save(tmp_path / "again.keras")  # same weights saved again: same identity
+    assert load_backbone(str(tmp_path / "again.keras")).identity["weights_sha256"] == by_spec.identity["weights_sha256"]
+    _tiny_encoder(4).save(tmp_path / "other.keras")
+    assert load_backbone(str(tmp_path / "other.keras")).identity["weights_sha256"] != by_spec.identity["weights_sha256"]
+    assert load_backbone(f"keras:{path}:conv").dim == 6  # a spatial layer, pooled
+
+
+def test_savedmodel_folder_encoder_by_spec_and_bare_path(tmp_path, images):
+    model = _tiny_encoder(5, channels=3)
+    folder = tmp_path / "encoder_sm"
+    model.export(str(folder))  # serving_default: one (B, 24, 24, 3) image input
+    expected = model(np.repeat(images, 3, axis=-1), training=False).numpy()
+    by_spec = load_backbone(f"savedmodel:{folder}:serving_default")
+    bare = load_backbone(str(folder))
+    for backbone in (by_spec, bare):
+        assert backbone.channels == 3 and backbone.input_size == 24 and backbone.dim == 6
+        np.testing.assert_allclose(backbone(images), expected, rtol=1e-5, atol=1e-6)  # grey tiled to RGB
+    assert bare.identity["weights_sha256"] == by_spec.identity["weights_sha256"]
+    assert len(bare.identity["weights_sha256"]) == 64 and bare.identity["network"] == "savedmodel"
+    _tiny_encoder(6, channels=3).export(str(tmp_path / "other_sm"))
+    assert load_backbone(str(tmp_path / "other_sm")).identity["weights_sha256"] != bare.identity["weights_sha256"]
+    with pytest.raises(InputError, match="no signature 'nope'"):
+        load_backbone(f"savedmodel:{folder}:nope")
+    with pytest.raises(InputError, match="no saved_model.pb"):
+        load_backbone(f"savedmodel:{tmp_path}")
+    with pytest.raises(ConfigError, match="savedmodel:PATH"):
+        load_backbone(str(tmp_path / "missing.h5"))

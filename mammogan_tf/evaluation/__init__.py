@@ -3,8 +3,10 @@
 Pure NumPy/SciPy modules (no TensorFlow import): ``frechet`` (FID, KID, streaming statistics,
 cache), ``manifold`` (precision, recall, density, coverage), ``memorisation``,
 ``classification`` (ROC, AUC, DeLong, thresholds, F1, bootstrap), ``detection`` (sensitivity
-and false positives per image at IoU thresholds, FROC, AP), ``plots``, ``vtt``, ``inputs``.
-TensorFlow is imported only by ``features`` (backbones), ``reference`` (cached real statistics
+and false positives per image at IoU thresholds, FROC, AP), ``plots``, ``vtt``, ``inputs``,
+``radiomics`` (radiomic features) and ``frd`` (Frechet Radiomics Distance).
+TensorFlow is imported only by ``features`` (backbones), ``encoder_files`` (SavedModel encoders,
+weights sha256), ``reference`` (cached real statistics
 for FID-guided checkpointing) and ``report`` when it extracts features.
 
 The names below are importable from ``mammogan_tf.evaluation`` directly; each module is
@@ -28,6 +30,7 @@ _EXPORTS = {
     "load_image_set": "inputs", "ImageSet": "inputs",
     "load_backbone": "features", "Backbone": "features", "extract_features": "features",
     "fit_backbone": "features", "RealReference": "reference", "real_statistics": "reference",
+    "frd": "frd", "radiomic_features": "radiomics",
     "run_evaluation": "report", "make_vtt": "vtt", "score_vtt": "vtt", "cohen_kappa": "vtt",
 }
 

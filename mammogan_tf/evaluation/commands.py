@@ -19,9 +19,10 @@ def _evaluate(args) -> int:
         lesion_types=_types(args.lesion_types), size=args.size, limit=args.limit, batch_size=args.batch_size,
         kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets, k=args.k,
         percentile=args.percentile, pixel_candidates=args.pixel_candidates, tsne=not args.no_tsne,
-        seed=args.seed, progress=not args.quiet)
+        frd=not args.no_frd, seed=args.seed, progress=not args.quiet)
     memo = metrics["memorisation"]
-    print(f"FID {metrics['fid']:.4f}  KID {metrics['kid']['mean']:.5f} +- {metrics['kid']['std']:.5f}  "
+    frd = "" if metrics.get("frd") is None else f"  FRD {metrics['frd']:.4f}"
+    print(f"FID {metrics['fid']:.4f}{frd}  KID {metrics['kid']['mean']:.5f} +- {metrics['kid']['std']:.5f}  "
           f"precision {metrics['precision']:.3f}  recall {metrics['recall']:.3f}  density {metrics['density']:.3f}  "
           f"coverage {metrics['coverage']:.3f}")
     print(f"memorisation: {memo['n_flagged']} of {memo['n_synthetic']} synthetic images flagged")
@@ -121,7 +122,9 @@ def register(subparsers) -> None:
     ev.add_argument("--synthetic", required=True, help="synthetic shards or folder of PNG/DICOM")
     ev.add_argument("--train-real", help="real training shards for the memorisation check (default: --real)")
     ev.add_argument("--backbone", default="inception_v3",
-                    help="inception_v3[:WEIGHTS.h5], classifier:PATH[:LAYER] or random (default: inception_v3)")
+                    help="inception_v3[:WEIGHTS.h5], classifier:PATH[:LAYER], keras:PATH[:LAYER], "
+                         "savedmodel:PATH[:SIGNATURE], a .keras file or SavedModel folder, or random "
+                         "(default: inception_v3)")
     ev.add_argument("--out", required=True, help="output folder")
     ev.add_argument("--real-split", default="train", help="split of --real shards (default: train)")
     ev.add_argument("--synthetic-split", default=None, help="split of --synthetic shards (default: all)")
@@ -138,6 +141,7 @@ def register(subparsers) -> None:
     ev.add_argument("--pixel-candidates", type=int, default=50,
                     help="SSIM search among this many nearest real images in pixel L2 (default: 50)")
     ev.add_argument("--no-tsne", action="store_true", help="skip the t-SNE figure")
+    ev.add_argument("--no-frd", action="store_true", help="skip the Frechet Radiomics Distance")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=_evaluate)

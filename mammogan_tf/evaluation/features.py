@@ -13,7 +13,19 @@
   global average pooled when spatial. A subclassed model (its class registered with Keras and
   imported) is read through its ``features(images, training)`` method and ``image_size``
   attribute instead. ``mammogan features fit`` makes one from prepared shards.
+* ``keras:PATH[:LAYER]``: any ``.keras`` image encoder (a user's RadImageNet or
+  mammography-pretrained network converted to Keras), read as ``classifier:`` is.
+* ``savedmodel:PATH[:SIGNATURE]``: a TensorFlow SavedModel folder; the signature (default
+  ``serving_default``) must take one image tensor ``(B, S, S, 1 or 3)``; its output named
+  ``features`` (else its only or first output, by name) is the feature, pooled when spatial.
+* a bare path: a ``.keras`` file is ``keras:PATH``, a folder holding ``saved_model.pb`` is
+  ``savedmodel:PATH``.
 * ``random``: the :func:`build_feature_cnn` network, untrained, fixed seed; for tests only.
+
+Every file backbone is identified in reports and cache keys by ``weights_sha256``: the sha256
+of its weights (each variable's name, shape, dtype and bytes, in order), which is unchanged when
+the same weights are saved again, and by ``file_sha256`` (the ``.keras`` file, or the
+SavedModel's ``variables/`` files).
 
 Preprocessing (stated because it changes the numbers): grey images are resized to the
 backbone's input side with ``tf.image.resize(method="bicubic", antialias=True)`` in float32,
@@ -32,6 +44,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mammogan_tf.errors import InputError, MissingDependencyError
+from mammogan_tf.evaluation.encoder_files import bare_path_spec, saved_model_encoder, weights_sha256
 from mammogan_tf.evaluation.frechet import RunningStatistics
 
 RESIZE_METHOD = "bicubic, antialiased (tf.image.resize; = PIL BICUBIC on float32), no quantisation"
@@ -154,22 +167,23 @@ def _split_classifier_spec(rest: str) -> tuple[Path, str | None]:
     return Path(path), layer or None
 
 
-def _classifier(rest: str) -> Backbone:
+def _classifier(rest: str, kind: str = "classifier") -> Backbone:
     import keras
 
     from mammogan_tf.manifest import sha256_file
 
     path, layer_name = _split_classifier_spec(rest)
     if not path.is_file():
-        raise InputError(f"{path}: classifier model not found (backbone classifier:PATH[:LAYER])")
+        raise InputError(f"{path}: {kind} model not found (backbone {kind}:PATH[:LAYER])")
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:  # noqa: BLE001 - Keras raises many kinds; the user needs one line
         raise InputError(f"{path}: not a loadable Keras model ({type(error).__name__}: "
                          f"{str(error).splitlines()[0] if str(error) else ''})") from None
     digest = sha256_file(path)
+    weights = weights_sha256(model.weights)
     if not hasattr(model, "inputs"):  # a subclassed model: no graph to cut at a layer
-        return _subclassed_classifier(model, path, rest, layer_name, digest)
+        return _subclassed_classifier(model, path, f"{kind}:{rest}", layer_name, digest, weights)
     names = [layer.name for layer in model.layers]
     if layer_name is None:
         layer_name = FEATURE_LAYER if FEATURE_LAYER in names else (names[-2] if len(names) > 1 else None)
@@ -182,11 +196,12 @@ def _classifier(rest: str) -> Backbone:
     shape = model.input_shape
     if len(shape) != 4 or shape[1] != shape[2] or shape[-1] not in (1, 3):
         raise InputError(f"{path}: input shape {shape} is not a square grey or RGB image")
-    return Backbone(extractor, f"classifier:{rest}", shape[1], shape[-1],
-                    {"network": "classifier", "layer": layer_name, "weights_sha256": digest})
+    return Backbone(extractor, f"{kind}:{rest}", shape[1], shape[-1],
+                    {"network": kind, "layer": layer_name, "weights_sha256": weights, "file_sha256": digest})
 
 
-def _subclassed_classifier(model, path: Path, rest: str, layer_name: str | None, digest: str) -> Backbone:
+def _subclassed_classifier(model, path: Path, spec: str, layer_name: str | None, digest: str,
+                           weights: str) -> Backbone:
     """A subclassed model (the package's own models) exposes ``features(images, training)``;
     its input side is its ``image_size`` attribute (grey input)."""
     features = getattr(model, "features", None)
@@ -195,9 +210,10 @@ def _subclassed_classifier(model, path: Path, rest: str, layer_name: str | None,
                          f"{'' if callable(features) else ', which it lacks'}; save it as a functional "
                          f"Keras model to pick a layer")
     size = getattr(model, "image_size", None)
-    return Backbone(lambda images, training=False: features(images, training=training), f"classifier:{rest}",
+    return Backbone(lambda images, training=False: features(images, training=training), spec,
                     int(size) if size else None, 1,
-                    {"network": f"classifier:{type(model).__name__}", "layer": "features()", "weights_sha256": digest})
+                    {"network": f"{spec.split(':')[0]}:{type(model).__name__}", "layer": "features()",
+                     "weights_sha256": weights, "file_sha256": digest})
 
 
 def _random() -> Backbone:
@@ -206,18 +222,26 @@ def _random() -> Backbone:
 
 
 def load_backbone(spec: str) -> Backbone:
-    """A :class:`Backbone` from ``inception_v3[:WEIGHTS|:random]``, ``classifier:PATH[:LAYER]`` or
-    ``random`` (see the module doc). Raises ConfigError for an unknown spec, InputError for a
-    missing file, MissingDependencyError for ImageNet weights not in the Keras cache."""
+    """A :class:`Backbone` from ``inception_v3[:WEIGHTS|:random]``, ``classifier:PATH[:LAYER]``,
+    ``keras:PATH[:LAYER]``, ``savedmodel:PATH[:SIGNATURE]``, a bare ``.keras`` file or SavedModel
+    folder, or ``random`` (see the module doc). Raises ConfigError for an unknown spec, InputError
+    for a missing file, MissingDependencyError for ImageNet weights not in the Keras cache."""
     from mammogan_tf.errors import ConfigError
 
+    spec = bare_path_spec(spec) or spec
     if spec == "inception_v3" or spec.startswith("inception_v3:"):
         return _inception(spec.partition(":")[2] or None)
-    if spec.startswith("classifier:") and len(spec) > len("classifier:"):
-        return _classifier(spec[len("classifier:"):])
+    for kind in ("classifier", "keras"):
+        if spec.startswith(f"{kind}:") and len(spec) > len(kind) + 1:
+            return _classifier(spec[len(kind) + 1:], kind)
+    if spec.startswith("savedmodel:") and len(spec) > len("savedmodel:"):
+        forward, size, channels, identity = saved_model_encoder(spec[len("savedmodel:"):])
+        return Backbone(forward, spec, size, channels, identity)
     if spec == "random":
         return _random()
-    raise ConfigError(f"--backbone {spec!r}: expected inception_v3[:WEIGHTS.h5], classifier:PATH[:LAYER] or random")
+    raise ConfigError(f"--backbone {spec!r}: expected inception_v3[:WEIGHTS.h5], classifier:PATH[:LAYER], "
+                      "keras:PATH[:LAYER], savedmodel:PATH[:SIGNATURE], a .keras file, a SavedModel folder "
+                      "or random")
 
 
 # ---------------------------------------------------------------------------- extraction

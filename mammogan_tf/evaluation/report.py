@@ -5,6 +5,8 @@
 
 * FID (Frechet distance of the features, float64, ddof=1), KID (mean and std over subsets),
   precision, recall, density and coverage (k-NN manifolds) of synthetic against real lesions;
+* FRD, the Frechet Radiomics Distance (``frd.py``: radiomic features instead of a network's,
+  independent of the backbone) of the same two sets;
 * the memorisation check of every synthetic image against the real training images
   (``--train-real``; without it, against the real set itself), in feature and pixel space;
 * figures: real/synthetic sample grid, t-SNE coloured by real normal / real lesion / synthetic
@@ -28,6 +30,7 @@ import numpy as np
 
 from mammogan_tf import __version__
 from mammogan_tf.errors import InputError
+from mammogan_tf.evaluation import frd as frd_metric
 from mammogan_tf.evaluation import plots
 from mammogan_tf.evaluation.frechet import frechet_distance, kid
 from mammogan_tf.evaluation.inputs import ImageSet, load_image_set, manifest_path, resize_images
@@ -70,11 +73,13 @@ def run_evaluation(real: str | os.PathLike, synthetic: str | os.PathLike, out_di
                    train_split: str | None = "train", lesion_types: Sequence[str] | None = None,
                    size: int | None = None, limit: int | None = None, batch_size: int = 32,
                    kid_subset_size: int = 1000, kid_subsets: int = 100, k: int = 5, percentile: float = 1.0,
-                   pixel_candidates: int = 50, tsne: bool = True, seed: int = 0, progress: bool = True) -> dict:
+                   pixel_candidates: int = 50, tsne: bool = True, frd: bool = True, seed: int = 0,
+                   progress: bool = True) -> dict:
     """Evaluate synthetic against real patches and write ``out_dir`` (see the module doc).
 
     backbone: a spec for ``features.load_backbone`` or a loaded ``Backbone``. ``limit`` caps
-    each set at that many images (seeded). Returns the metrics dict written to ``metrics.json``.
+    each set at that many images (seeded). ``frd``: also compute the Frechet Radiomics Distance
+    (``metrics["frd"]``; None when off). Returns the metrics dict written to ``metrics.json``.
     """
     from mammogan_tf.evaluation.features import extract_features, load_backbone
 
@@ -115,6 +120,8 @@ def run_evaluation(real: str | os.PathLike, synthetic: str | os.PathLike, out_di
                        tsne, seed)
     metrics = json_safe({
         "fid": frechet_distance(acts_real, acts_synth),
+        "frd": frd_metric.frd(real_lesion.images, synth.images) if frd else None,
+        "frd_settings": frd_metric.describe() if frd else None,
         "kid": {"mean": kid_mean, "std": kid_std, "subset_size": min(kid_subset_size, len(real_lesion), len(synth)),
                 "n_subsets": kid_subsets},
         **manifold,
@@ -135,7 +142,8 @@ def run_evaluation(real: str | os.PathLike, synthetic: str | os.PathLike, out_di
     config = {"backbone": extractor.spec, "real_split": real_split, "synthetic_split": synthetic_split,
               "train_split": train_split, "lesion_types": metrics["lesion_types"], "size": size, "limit": limit,
               "batch_size": batch_size, "kid_subset_size": kid_subset_size, "kid_subsets": kid_subsets, "k": k,
-              "percentile": percentile, "pixel_candidates": pixel_candidates, "tsne": tsne, "seed": seed}
+              "percentile": percentile, "pixel_candidates": pixel_candidates, "tsne": tsne, "frd": frd,
+              "seed": seed}
     files = [p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()]
     write_json_atomic(staging / "manifest.json",
                       build_manifest("evaluate", staging, config, inputs, metrics["counts"], files))
@@ -203,6 +211,8 @@ def render_report(metrics: dict) -> str:
         "## Distribution metrics (synthetic vs real lesions)", "",
         "| metric | value | reading |", "|---|---|---|",
         f"| FID | {_fmt(m['fid'])} | Frechet distance of features; 0 = same mean and covariance, lower is better |",
+        f"| FRD | {_fmt(m.get('frd'))} | Frechet distance of {_fmt((m.get('frd_settings') or {}).get('features'))} "
+        f"radiomic features (min-max normalised over both sets); lower is better |",
         f"| KID | {_fmt(m['kid']['mean'])} +- {_fmt(m['kid']['std'])} | unbiased MMD^2, {m['kid']['n_subsets']} "
         f"subsets of {m['kid']['subset_size']}; about 0 = same distribution |",
         f"| precision | {_fmt(m['precision'])} | synthetic images inside the real manifold (realism) |",

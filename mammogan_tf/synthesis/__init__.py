@@ -4,5 +4,8 @@
   (image i of a seed is the same whatever the batching).
 - ``export``: provenance records, 16-bit PNG with text chunks, synthetic DICOM.
 - ``synthesize``: ``run_synthesize`` (the ``mammogan synthesize`` stage: shards, PNG or DICOM
-  plus a ``synthesize`` manifest).
+  plus a ``synthesize`` manifest); from a run or from an export (``model_export.load_export``).
+- ``model_export``: ``export_model`` (the ``mammogan export`` stage: ``.keras``, SavedModel with
+  the serving signature, optional ONNX) and ``load_export``.
+- ``model_card``: ``build_model_card`` / ``render_model_card`` (``model_card.json``, ``MODEL_CARD.md``).
 """

@@ -1,4 +1,5 @@
-"""``mammogan synthesize --run RUN_DIR --n N --out DIR [--format shards|png|dicom] ...``."""
+"""``mammogan synthesize --run RUN_DIR | --model EXPORT_DIR --n N --out DIR [--format ...]`` and
+``mammogan export --run RUN_DIR --out DIR [--checkpoint best|last] [--onnx] [--evaluation DIR] [--vtt JSON]``."""
 from __future__ import annotations
 
 
@@ -7,7 +8,7 @@ def _synthesize(args) -> int:
 
     manifest = run_synthesize(args.run, args.n, args.out, fmt=args.format, checkpoint=args.checkpoint,
                               class_name=args.class_name, seed=args.seed, batch_size=args.batch_size,
-                              progress=not args.quiet)
+                              progress=not args.quiet, model_dir=args.model)
     counts = manifest["counts"].get("train", manifest["counts"])
     per_class = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
     print(f"wrote {per_class} synthetic patches ({args.format}) to {args.out} from "
@@ -15,9 +16,22 @@ def _synthesize(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from mammogan_tf.synthesis.model_export import export_model
+
+    manifest = export_model(args.run, args.out, checkpoint=args.checkpoint, onnx=args.onnx,
+                            evaluation=args.evaluation, vtt=args.vtt)
+    print(f"exported {manifest['checkpoint'].rsplit('/', 1)[-1]} (step {manifest['checkpoint_step']}, sha256 "
+          f"{manifest['generator_sha256'][:16]}...) to {args.out} ({len(manifest['files'])} files)")
+    print(f"model card: {args.out}/MODEL_CARD.md")
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("synthesize", help="trained run -> synthetic patches marked with provenance")
-    parser.add_argument("--run", required=True, help="training run folder (mammogan-train output)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="training run folder (mammogan-train output)")
+    source.add_argument("--model", help="a `mammogan export` folder instead of a run (same pixels and provenance)")
     parser.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
     parser.add_argument("--n", type=int, required=True, help="number of patches")
     parser.add_argument("--class", dest="class_name", help="class name or index (conditional generators)")
@@ -27,3 +41,16 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=_synthesize)
+
+    export = subparsers.add_parser("export", help="trained run -> SavedModel, .keras, [ONNX] and a model card",
+                                   description="Export a run's generator for use without the run: generator.keras, "
+                                               "saved_model/ (signature serving_default: latent [, class_label] -> "
+                                               "image in [0, 1]), optional generator.onnx, model_card.json and "
+                                               "MODEL_CARD.md.")
+    export.add_argument("--run", required=True, help="training run folder (mammogan-train output)")
+    export.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--onnx", action="store_true", help="also write generator.onnx (needs tf2onnx)")
+    export.add_argument("--evaluation", help="a `mammogan evaluate` output folder of this generator, for the card")
+    export.add_argument("--vtt", help="a `mammogan vtt score --out` JSON of this generator, for the card")
+    export.set_defaults(func=_export)

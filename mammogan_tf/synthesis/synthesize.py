@@ -71,16 +71,24 @@ class _FileOutput:
         return self.files
 
 
-def run_synthesize(run_dir: str | os.PathLike, n: int, out_dir: str | os.PathLike, *, fmt: str = "shards",
+def run_synthesize(run_dir: str | os.PathLike | None, n: int, out_dir: str | os.PathLike, *, fmt: str = "shards",
                    checkpoint: str = "best", class_name: str | int | None = None, seed: int = 0,
-                   batch_size: int = 64, progress: bool = True) -> dict:
-    """Generate ``n`` patches from ``run_dir``'s ``checkpoint`` into ``out_dir`` as ``fmt``;
-    returns the manifest. Image ``i`` depends only on (checkpoint, seed, i[, class])."""
+                   batch_size: int = 64, progress: bool = True, model_dir: str | os.PathLike | None = None) -> dict:
+    """Generate ``n`` patches from ``run_dir``'s ``checkpoint`` (or from the ``mammogan export``
+    folder ``model_dir`` instead) into ``out_dir`` as ``fmt``; returns the manifest. Image ``i``
+    depends only on (checkpoint, seed, i[, class]): an export gives the run's pixels and provenance."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     if n < 1 or batch_size < 1:
         raise ConfigError(f"--n {n} / --batch-size {batch_size}: both must be >= 1")
-    loaded = load_generator(run_dir, checkpoint)
+    if (run_dir is None) == (model_dir is None):
+        raise ConfigError("give either --run or --model")
+    if model_dir is not None:
+        from mammogan_tf.synthesis.model_export import load_export
+
+        loaded = load_export(model_dir)
+    else:
+        loaded = load_generator(run_dir, checkpoint)
     class_index = loaded.class_index(class_name)
     staging = partial_dir(out_dir)
     shutil.rmtree(staging, ignore_errors=True)
@@ -97,10 +105,16 @@ def run_synthesize(run_dir: str | os.PathLike, n: int, out_dir: str | os.PathLik
                 counts[lesion_type] += 1
             bar.update(len(indices))
     files = output.finish()
-    settings = {"run": str(Path(run_dir).resolve()), "checkpoint": checkpoint, "n": n, "class": class_name,
-                "seed": seed, "format": fmt, "batch_size": batch_size}
-    inputs = [input_record(Path(run_dir) / MANIFEST_NAME),
-              {**input_record(loaded.checkpoint + ".index"), "generator_sha256": loaded.sha256}]
+    source = {"model": str(Path(model_dir).resolve())} if model_dir is not None else \
+        {"run": str(Path(run_dir).resolve()), "checkpoint": checkpoint}
+    settings = {**source, "n": n, "class": class_name, "seed": seed, "format": fmt, "batch_size": batch_size}
+    if model_dir is not None:
+        from mammogan_tf.synthesis.model_export import export_inputs
+
+        inputs = export_inputs(model_dir, loaded)
+    else:
+        inputs = [input_record(Path(run_dir) / MANIFEST_NAME),
+                  {**input_record(loaded.checkpoint + ".index"), "generator_sha256": loaded.sha256}]
     extra = {"generator_sha256": loaded.sha256, "checkpoint_step": loaded.step, "format": fmt, "synthetic": True,
              "classes": list(LESION_TYPES), "patch_size": loaded.model_config.image_size}
     if fmt == "shards":
