@@ -91,3 +91,31 @@ def tiny_experiment(manifest, steps: int, **train) -> dict:
 def tiny_shards():
     """``write_tiny_shards(root, n=24, size=16, value=None) -> manifest path``."""
     return write_tiny_shards
+
+
+@pytest.fixture(scope="session")
+def acgan_run(tmp_path_factory):
+    """A finished 16 px ACGAN run (mass, calcification) with an EMA generator and best/."""
+    from mammogan_tf.config import validate_config
+    from mammogan_tf.training.loop import train
+
+    root = tmp_path_factory.mktemp("acgan")
+    manifest = write_tiny_shards(root / "data")
+    config = validate_config({"model": {
+        "family": "acgan", "num_classes": 2, "latent_dim": 8, "image_size": 16, "latent_distribution": "uniform",
+        "generator": {"base_filters": 4, "max_filters": 8},
+        "discriminator": {"base_filters": 4, "max_filters": 8, "num_layers": 2, "strides": "odd", "dropout": 0.5,
+                          "batch_norm": False}}, "train": {
+        "data": {"manifest": str(manifest), "lesion_types": ["mass", "calcification"]}, "steps": 2, "batch_size": 8,
+        "ema": {"enabled": True, "decay": 0.5}, "checkpoint_every": 2, "sample_every": 2, "log_every": 2,
+        "metric": {"name": "kid", "backbone": "random", "every": 2, "n_samples": 8, "batch_size": 8}}})
+    train(config, root / "run", progress=False)
+    return root / "run"
+
+
+def png_pixels(path) -> np.ndarray:
+    """The pixel array of a PNG file, as stored (uint8 or uint16)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image).copy()

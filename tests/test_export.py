@@ -11,8 +11,7 @@ from mammogan_tf.cli import main
 from mammogan_tf.config import validate_config
 from mammogan_tf.manifest import read_manifest
 from mammogan_tf.synthesis.model_card import NOT_MEASURED
-from test_synthesize import _png_pixels, run  # noqa: F401 - `run`: the tiny ACGAN run fixture
-from test_train_loop import tiny_experiment, write_tiny_shards
+from conftest import png_pixels as _png_pixels, tiny_experiment, write_tiny_shards
 
 tf = pytest.importorskip("tensorflow")
 
@@ -29,7 +28,8 @@ def dcgan_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def exports(run, dcgan_run, tmp_path_factory):  # noqa: F811
+def exports(acgan_run, dcgan_run, tmp_path_factory):
+    run = acgan_run
     root = tmp_path_factory.mktemp("exports")
     onnx = ["--onnx"] if _has("tf2onnx") else []
     assert main(["export", "--run", str(run), "--out", str(root / "acgan"), *onnx]) == 0
@@ -110,7 +110,8 @@ def test_a_changed_keras_file_is_refused(exports, tmp_path):
         load_export(copy)
 
 
-def test_card_numbers_equal_the_manifests_and_reports(run, tmp_path):  # noqa: F811
+def test_card_numbers_equal_the_manifests_and_reports(acgan_run, tmp_path):
+    run = acgan_run
     from mammogan_tf.evaluation.report import run_evaluation
     from mammogan_tf.evaluation.vtt import score_vtt
 

@@ -12,37 +12,17 @@ from mammogan_tf.cli import main
 from mammogan_tf.config import validate_config
 from mammogan_tf.data.table import LESION_TYPES
 from mammogan_tf.manifest import read_manifest, sha256_file
-from conftest import write_tiny_shards
+from conftest import png_pixels as _png_pixels
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A finished 16 px ACGAN run (mass, calcification) with an EMA generator and best/."""
-    from mammogan_tf.training.loop import train
-
-    root = tmp_path_factory.mktemp("acgan")
-    manifest = write_tiny_shards(root / "data")
-    config = validate_config({"model": {
-        "family": "acgan", "num_classes": 2, "latent_dim": 8, "image_size": 16, "latent_distribution": "uniform",
-        "generator": {"base_filters": 4, "max_filters": 8},
-        "discriminator": {"base_filters": 4, "max_filters": 8, "num_layers": 2, "strides": "odd", "dropout": 0.5,
-                          "batch_norm": False}}, "train": {
-        "data": {"manifest": str(manifest), "lesion_types": ["mass", "calcification"]}, "steps": 2, "batch_size": 8,
-        "ema": {"enabled": True, "decay": 0.5}, "checkpoint_every": 2, "sample_every": 2, "log_every": 2,
-        "metric": {"name": "kid", "backbone": "random", "every": 2, "n_samples": 8, "batch_size": 8}}})
-    train(config, root / "run", progress=False)
-    return root / "run"
+@pytest.fixture
+def run(acgan_run):
+    """The session's tiny ACGAN run (``conftest.acgan_run``)."""
+    return acgan_run
 
 
 def _synth(run, out, *args):
     return main(["synthesize", "--run", str(run), "--out", str(out), "--quiet", *args])
-
-
-def _png_pixels(path):
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return np.asarray(image).copy()
 
 
 def test_png_is_deterministic_per_index_and_carries_provenance(run, tmp_path):
