@@ -8,6 +8,7 @@ import time
 from collections import Counter
 
 import numpy as np
+import pytest
 
 from mammogan_tf.evaluation.vtt_web.loadtest import (ReaderRun, demo_study, free_port, read_as, simulate_readers,
                                                      start_server)
