@@ -74,6 +74,30 @@ def build_gan(config: ModelConfig):
     return generator, discriminator
 
 
+NETWORK_BUILDERS: dict[str, str] = {
+    "dcgan": "mammogan_tf.models.registry:gan_networks",
+    "acgan": "mammogan_tf.models.registry:gan_networks",
+}
+"""``model.family`` -> ``module:function`` of ``config -> {name: built network}``."""
+
+
+def gan_networks(config: ModelConfig) -> dict:
+    """``{"generator", "discriminator"}`` of a DCGAN or ACGAN config, built."""
+    generator, discriminator = build_gan(config)
+    return {"generator": generator, "discriminator": discriminator}
+
+
+def build_networks(config) -> dict:
+    """The built networks of any family's model config, by name."""
+    import importlib
+
+    spec = NETWORK_BUILDERS.get(config.family)
+    if spec is None:
+        raise ConfigError(f"model.family: no networks registered for {config.family!r}")
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)(config)
+
+
 def _spatial(shape) -> int:
     """Product of the dimensions between batch and channels (1 for (B, F))."""
     return int(np.prod([int(d) for d in shape[1:-1]])) if len(shape) > 2 else 1

@@ -63,7 +63,7 @@ def load_generator(run_dir: str | os.PathLike, checkpoint: str = "best") -> Load
     """Restore the sampling generator (the EMA one when the run kept one) of a finished
     training run from ``checkpoint``: ``best``, ``last`` or a checkpoint path."""
     from mammogan_tf.models.config import model_config_class
-    from mammogan_tf.models.registry import build_gan
+    from mammogan_tf.models.registry import build_networks
     from mammogan_tf.models.weights import checkpoint_sha256, checkpoint_step, resolve_checkpoint, restore_network
 
     run_dir = Path(run_dir)
@@ -75,8 +75,11 @@ def load_generator(run_dir: str | os.PathLike, checkpoint: str = "best") -> Load
     model_section = manifest["config"]["model"]
     model_config = model_config_class(model_section.get("family", "dcgan")).model_validate(model_section)
     prefix = resolve_checkpoint(run_dir, checkpoint)
-    generator = build_gan(model_config)[0]
     sampler = manifest.get("sampler", "networks/generator")
+    if "/" not in sampler:
+        raise InputError(f"{run_dir}: trained by an earlier mammogan_tf whose checkpoints hold variables by position "
+                         "(before checkpoints were keyed by variable path); retrain it with this version")
+    generator = build_networks(model_config)[sampler.split("/")[-1]]
     restore_network(generator, prefix, sampler)
     return LoadedGenerator(generator=generator, run_dir=run_dir, checkpoint=prefix, sha256=checkpoint_sha256(prefix),
                            step=checkpoint_step(prefix), sampler=sampler,

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from mammogan_tf.models.latents import latent_vectors
-from mammogan_tf.models.registry import build_gan
+from mammogan_tf.models.registry import build_networks
 from mammogan_tf.training.families.base import Family, Phase
 from mammogan_tf.training.losses import AdversarialLoss, gradient_penalty, r1_penalty
 
@@ -27,8 +27,7 @@ class DCGANFamily(Family):
         self.adversarial = AdversarialLoss(train_config.loss)
 
     def build_networks(self):
-        generator, discriminator = build_gan(self.model_config)
-        return {"generator": generator, "discriminator": discriminator}
+        return build_networks(self.model_config)
 
     def phases(self):
         config = self.train_config
