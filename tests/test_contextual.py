@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 import yaml
 
+from mammogan_tf.config import PrepareConfig
 from mammogan_tf.models.attention import SelfAttention
 from mammogan_tf.models.contextual import ContextualDiscriminator, ContextualGenerator
 from mammogan_tf.models.contextual_blocks import downsample2, fade, upsample2
@@ -309,9 +310,25 @@ def test_config_defaults_are_the_paper_and_errors_name_the_field():
 def test_presets(name):
     data = yaml.safe_load((EXPERIMENTS / f"{name}.yaml").read_text())
     model, train = ContextualModelConfig(**data["model"]), TrainConfig(**data["train"])
+    prepare = PrepareConfig(**data["prepare"])
+    assert prepare.patches.mode == "contextual" and prepare.patches.min_breast_fraction == 0.9
+    assert (prepare.patches.output_size or prepare.patches.size) == model.image_size
     assert train.generator_optimizer == train.discriminator_optimizer
     assert train.generator_optimizer.beta_1 == 0.0 and train.generator_optimizer.beta_2 == 0.99
     assert train.g_steps == (2 if model.lesion_type == "mass" and model.mode == "add" else 1)
     if name.startswith("contextual"):
         assert model.image_size == 256 and train.generator_optimizer.learning_rate == 1e-5
         assert model.mode == ("remove" if "removal" in name else "add")
+
+
+def test_fixed_inputs_take_source_patches_and_seeded_scalars(networks):
+    fam = ContextualFamily(tiny_config(), TrainConfig())
+    patches = np.arange(3, dtype=np.float32)[:, None, None, None] * np.ones((1, 32, 32, 1), np.float32) / 10
+    streams = {name: object() for name in ("lesion", "benign", "normal")}
+    data = SimpleNamespace(streams=streams, _records=lambda stream, context: tf.data.Dataset.from_tensor_slices(
+        {"image": patches if stream is streams["normal"] else -patches}))
+    inputs = fam.fixed_inputs(networks, 5, 7, data)
+    assert inputs["image"].shape == (5, 32, 32, 1) and inputs["noise"].shape == (5, 6)
+    np.testing.assert_allclose(inputs["image"][:, 0, 0, 0], [0.0, 0.1, 0.2, 0.0, 0.1])  # normal stream, cycled
+    np.testing.assert_array_equal(inputs["noise"], fam.fixed_inputs(networks, 5, 7, data)["noise"])
+    assert np.abs(inputs["noise"]).max() <= 1 and not np.array_equal(inputs["noise"], fam.fixed_inputs(networks, 5, 8, data)["noise"])
