@@ -21,8 +21,8 @@ from mammogan_tf.models.contextual_blocks import downsample2, fade, upsample2
 from mammogan_tf.models.contextual_config import ContextualModelConfig, build_contextual
 from mammogan_tf.training.config import TrainConfig
 from mammogan_tf.training.families.base import StepContext
-from mammogan_tf.training.families.contextual import (ContextualFamily, four_way_loss, perturb,
-                                                      perturbation_penalty, real_log_odds)
+from mammogan_tf.training.families.contextual import ContextualFamily, four_way_loss, real_log_odds
+from mammogan_tf.training.losses import perturbation_penalty
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 TINY = dict(image_size=32, center_resolution=4, attention_resolution=8, border_crop=2,
@@ -209,7 +209,8 @@ def test_perturbation_penalty_matches_a_finite_difference_gradient():
         if isinstance(layer, SelfAttention):
             layer.gamma.assign(0.5)
     penalty = perturbation_penalty(odds, real, seed, k=1.0, scale=0.5).numpy()
-    point = perturb(real, seed, 0.5).numpy().astype(np.float64)
+    real32 = tf.cast(real, tf.float32)  # the penalty draws delta = 0.5 * U(0, 1) in float32
+    point = (real32 + 0.5 * tf.random.stateless_uniform(tf.shape(real32), seed, 0.0, 1.0)).numpy().astype(np.float64)
     assert (point - real.numpy() >= 0).all() and (point - real.numpy() <= 0.5).all()
     eps, basis = 1e-4, np.eye(256).reshape(256, 16, 16, 1)
     plus = model(point + eps * basis, training=False).numpy()
@@ -325,7 +326,7 @@ def test_fixed_inputs_take_source_patches_and_seeded_scalars(networks):
     fam = ContextualFamily(tiny_config(), TrainConfig())
     patches = np.arange(3, dtype=np.float32)[:, None, None, None] * np.ones((1, 32, 32, 1), np.float32) / 10
     streams = {name: object() for name in ("lesion", "benign", "normal")}
-    data = SimpleNamespace(streams=streams, _records=lambda stream, context: tf.data.Dataset.from_tensor_slices(
+    data = SimpleNamespace(streams=streams, records=lambda stream: tf.data.Dataset.from_tensor_slices(
         {"image": patches if stream is streams["normal"] else -patches}))
     inputs = fam.fixed_inputs(networks, 5, 7, data)
     assert inputs["image"].shape == (5, 32, 32, 1) and inputs["noise"].shape == (5, 6)

@@ -104,8 +104,8 @@ def _counting_data(manifest, cache: bool):
     class Counting(TrainingData):
         """Counts records decoded from disk (before the cache)."""
 
-        def _records(self, stream, input_context):
-            return super()._records(stream, input_context).map(
+        def records(self, stream, input_context=None):
+            return super().records(stream, input_context).map(
                 lambda ex: (self.reads.assign_add(1), ex)[1])
 
     family = DCGANFamily(validate_config(tiny_experiment(manifest, 1)).model,

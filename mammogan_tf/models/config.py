@@ -94,6 +94,7 @@ class ModelConfig(Section):
 MODEL_CONFIGS = {
     "dcgan": "mammogan_tf.models.config:ModelConfig",
     "acgan": "mammogan_tf.models.config:ModelConfig",
+    "contextual": "mammogan_tf.models.contextual_config:ContextualModelConfig",
 }
 """``model.family`` -> its config class (``module:Class``), a ``Section`` with a ``family`` field."""
 

@@ -77,6 +77,7 @@ def build_gan(config: ModelConfig):
 NETWORK_BUILDERS: dict[str, str] = {
     "dcgan": "mammogan_tf.models.registry:gan_networks",
     "acgan": "mammogan_tf.models.registry:gan_networks",
+    "contextual": "mammogan_tf.models.contextual_config:build_contextual",
 }
 """``model.family`` -> ``module:function`` of ``config -> {name: built network}``."""
 

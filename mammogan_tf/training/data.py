@@ -101,11 +101,11 @@ class TrainingData:
         if isinstance(counts, dict) and counts and not stream.pathologies:
             wanted = stream.lesion_types
             return int(sum(n for name, n in counts.items() if not wanted or name in wanted))
-        records = self._records(stream, None)
+        records = self.records(stream, None)
         return int(records.reduce(np.int64(0), lambda n, _: n + 1))
 
     # ------------------------------------------------------------------------ pipeline
-    def _records(self, stream: Stream, input_context) -> tf.data.Dataset:
+    def records(self, stream: Stream, input_context=None) -> tf.data.Dataset:
         """Decoded, filtered records of one stream (unbatched dicts), this pipeline's share."""
         from mammogan_tf.data.shards import make_dataset
 
@@ -158,7 +158,7 @@ class TrainingData:
             batch = input_context.get_per_replica_batch_size(self.batch_size)
         records = []
         for name, stream in self.streams.items():
-            data = self._records(stream, input_context)
+            data = self.records(stream, input_context)
             records.append(data.cache() if self.cache else data)
 
         dataset = tf.data.Dataset.range(start_epoch, 2 ** 62).flat_map(

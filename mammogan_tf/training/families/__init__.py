@@ -12,6 +12,7 @@ from mammogan_tf.errors import ConfigError
 FAMILIES = {
     "dcgan": "mammogan_tf.training.families.dcgan:DCGANFamily",
     "acgan": "mammogan_tf.training.families.acgan:ACGANFamily",
+    "contextual": "mammogan_tf.training.families.contextual:ContextualFamily",
 }
 
 

@@ -29,6 +29,7 @@ from mammogan_tf.models.contextual import combined_of
 from mammogan_tf.models.contextual_blocks import downsample2
 from mammogan_tf.models.contextual_config import build_contextual
 from mammogan_tf.training.families.base import Family, Phase, Stream
+from mammogan_tf.training.losses import perturbation_penalty
 
 REAL, FAKE, BENIGN, NORMAL = range(4)
 """Class indices of the discriminator's four-way output."""
@@ -60,28 +61,6 @@ def real_log_odds(logits) -> tf.Tensor:
     """``logit_real - logit_fake``, (b,): the scalar D whose input gradient is penalised."""
     logits = _float(logits)
     return logits[:, REAL] - logits[:, FAKE]
-
-
-def perturb(real, seed, scale: float = 1.0) -> tf.Tensor:
-    """``real + scale * U(0, 1)`` per pixel (stateless from the (2,) ``seed``)."""
-    real = _float(real)
-    return real + scale * tf.random.stateless_uniform(tf.shape(real), seed, minval=0.0, maxval=1.0, dtype=real.dtype)
-
-
-# NOTE(issue 7): the lead is adding the same penalty to training/losses.py as
-# ``perturbation_penalty(discriminator_fn, real, seed, k, scale)``; this copy is here until it lands
-# and should then be replaced by an import (same semantics: delta = scale * U(0, 1) per pixel).
-def perturbation_penalty(discriminator_fn, real, seed, k: float = 1.0, scale: float = 1.0) -> tf.Tensor:
-    """Kodali et al.'s perturbation gradient penalty, (b,) float32: ``(||grad_x D(x + delta)||_2 - k)^2``
-    with ``delta = scale * U(0, 1)`` per pixel. ``discriminator_fn``: images -> (b,) scalars;
-    the caller applies lambda."""
-    perturbed = perturb(real, seed, scale)
-    with tf.GradientTape() as tape:
-        tape.watch(perturbed)
-        total = tf.reduce_sum(_float(discriminator_fn(perturbed)))
-    grads = tape.gradient(total, perturbed)
-    norm = tf.sqrt(tf.reduce_sum(tf.reshape(tf.square(grads), [tf.shape(grads)[0], -1]), axis=1) + 1e-12)
-    return tf.square(norm - k)
 
 
 class ContextualFamily(Family):
@@ -187,7 +166,7 @@ class ContextualFamily(Family):
         """``{"image": (count, S, S, 1) source patches, "noise": (count, noise_dim) in [-1, 1]}``:
         the first ``count`` patches (cycled) of the source stream, and scalars from ``seed``."""
         stream = data.streams[self.roles["source"]]
-        examples = data._records(stream, None).take(count).map(lambda example: example["image"])
+        examples = data.records(stream).take(count).map(lambda example: example["image"])
         images = np.stack(list(examples.as_numpy_iterator())).astype(np.float32)
         images = np.resize(images, (count,) + images.shape[1:])
         noise = np.random.default_rng(seed).uniform(-1.0, 1.0, (count, networks["generator"].noise_dim))
