@@ -46,8 +46,8 @@ def _text(driver, element_id):
 
 def _wait_image(driver, done):
     """Wait until the progress reads ``done`` answered and the next image is on screen."""
-    WebDriverWait(driver, 20).until(lambda d: _text(d, "progress-text").startswith(f"{done} of "))
-    WebDriverWait(driver, 20).until(lambda d: d.execute_script(
+    WebDriverWait(driver, 60).until(lambda d: _text(d, "progress-text").startswith(f"{done} of "))
+    WebDriverWait(driver, 60).until(lambda d: d.execute_script(
         "const i = document.getElementById('image'); return i.complete && i.naturalWidth > 0 "
         "&& i.style.visibility === 'visible'"))
     return driver.find_element(By.ID, "image").get_attribute("src").rsplit("/", 1)[1]
@@ -95,7 +95,7 @@ def test_reader_answers_by_keyboard_resumes_after_reload_and_owner_sees_counts(t
             body.send_keys(str(1 + done % 5))
             body.send_keys("\ue007")  # Enter
             pressed[image_id] = ("synthetic" if answer == "s" else "real", 1 + done % 5)
-        WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "done").is_displayed())
+        WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "done").is_displayed())
         assert _text(browser, "progress-text") == f"{len(key)} of {len(key)} answered"
         browser.save_screenshot(str(artifacts / "vtt_finished.png"))
         page_source = browser.page_source
