@@ -149,6 +149,15 @@ class _Log:
             self.writer.close()
 
 
+def _variables_by_path(model) -> dict:
+    """Every variable of ``model`` (BN statistics too) keyed by its path, for ``tf.train.Checkpoint``
+    (Keras 3 layers held in Python lists are not tracked by it)."""
+    variables = {v.path.replace("/", "."): v for v in model.variables}
+    if len(variables) != len(model.variables):
+        raise RuntimeError(f"{model.name}: two variables share a path; give every layer a unique name")
+    return variables
+
+
 def _save_model(model, path: Path) -> None:
     tmp = path.with_name(path.stem + ".partial.keras")
     model.save(tmp)
@@ -185,7 +194,7 @@ def train_classifier(config, run_dir: str | os.PathLike, resume: bool = False, p
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, name="step")
         best = tf.Variable(-1.0, dtype=tf.float64, name="best_val_auc")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, best=best)
+    checkpoint = tf.train.Checkpoint(model=_variables_by_path(model), optimizer=optimizer, step=step, best=best)
     manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), max_to_keep=2)
     if resume and manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()

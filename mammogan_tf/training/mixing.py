@@ -112,8 +112,9 @@ def source_probabilities(sources: Sequence[Source], num_classes: int, schedule: 
         n_real = sum(1 for t in same if not t.synthetic)
         n_syn = len(same) - n_real
         mixed = n_syn > 0 and n_real > 0 and (share_classes is None or s.class_index in share_classes)
-        if not mixed:
-            weight = xp.zeros_like(share) + class_p[s.class_index] / len(same)
+        if not mixed:  # only real (or, for CAS, only synthetic) sources of this class are used
+            used = n_real if n_real else n_syn
+            weight = xp.zeros_like(share) + (0.0 if s.synthetic and n_real else class_p[s.class_index] / used)
         elif s.synthetic:
             weight = class_p[s.class_index] * share / n_syn
         else:
