@@ -138,3 +138,37 @@ def test_table_end_to_end_and_delong_matches_the_saved_scores(tmp_path, capsys):
     stamp = (root / "cells" / "real" / "fold0" / "metrics.json").stat().st_mtime_ns
     assert run(build_parser(), ["table", str(tmp_path / "grid.yaml"), "--quiet"]) == 0
     assert (root / "cells" / "real" / "fold0" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+PRESETS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+@pytest.mark.parametrize("name", ["wu2020_table1", "alyafi2019_imbalanced", "fridadar2018", "mias_quick"])
+def test_paper_grids_validate_and_every_cell_is_a_valid_classifier(name, tmp_path):
+    from mammogan_tf.studies.grid import cell_config, load_grid
+    from mammogan_tf.training.classifier import as_config
+
+    grid = load_grid(PRESETS / "tables" / f"{name}.yaml", ["classifier.train.samples=64"])
+    assert any(r.baseline for r in grid.regimes)
+    for regime in grid.regimes:
+        config = as_config(cell_config(grid, regime, tmp_path, [str(tmp_path / "syn")]))
+        assert config.train.samples == 64
+        assert bool(config.train.mixing.synthetic) == regime.synthetic
+    if name == "alyafi2019_imbalanced":
+        assert grid.protocol.k == [100, 250, 500, 750, 1000, 1300] and grid.protocol.ir == 10
+        assert grid.protocol.ar == 1.5 and grid.data.folds == 3
+        gan = as_config(cell_config(grid, grid.regimes[2], tmp_path, ["s"]))
+        assert gan.train.mixing.share.initial == pytest.approx(1.5 / 2.5)
+
+
+def test_wu_classifier_preset_has_the_papers_numbers():
+    from mammogan_tf.config import read_yaml
+    from mammogan_tf.training.classifier import as_config
+
+    config = as_config(read_yaml(PRESETS / "wu2020_classifier.yaml"))
+    assert config.model.architecture == "resnet50" and config.model.weights == "imagenet"
+    assert (config.train.samples, config.train.validate_every) == (500000, 5000)
+    opt = config.train.optimizer
+    assert (opt.name, opt.learning_rate, opt.beta_1, opt.beta_2) == ("adam", 1e-5, 0.9, 0.999)
+    share = config.train.mixing.share
+    assert (share.kind, share.rate, share.every_samples, config.train.mixing.balance) == ("step", 0.9, 5000, "equal")

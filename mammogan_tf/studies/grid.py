@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -66,6 +67,8 @@ class RegimeConfig(Section):
 
     name: str
     baseline: bool = False
+    compare_to: Optional[str] = Field(None, description="regime its DeLong p is computed against "
+                                      "(default: the baseline row)")
     synthetic: bool = False
     set: dict[str, Any] = Field(default_factory=dict, description="dotted key -> value on the classifier config")
 
@@ -86,10 +89,13 @@ class GridConfig(Section):
     @model_validator(mode="after")
     def _check(self):
         names = [r.name for r in self.regimes]
-        if len(set(names)) != len(names):
+        if len({slug(n) for n in names}) != len(names):
             raise ValueError(f"regimes: names must be unique, got {names}")
         if sum(r.baseline for r in self.regimes) > 1:
             raise ValueError("regimes: at most one baseline")
+        unknown = sorted({r.compare_to for r in self.regimes if r.compare_to} - set(names))
+        if unknown:
+            raise ValueError(f"regimes: compare_to names unknown regimes {unknown}")
         if any(r.synthetic for r in self.regimes) and not self.gan.experiment:
             raise ValueError("a regime uses synthetic data: name the GAN experiment in gan.experiment")
         return self
@@ -139,6 +145,11 @@ def cell_folds(grid: GridConfig, records: list[dict]) -> list[tuple[Optional[int
             folds = protocols.manifest_splits(pool)
         out += [(k, f, fold) for f, fold in enumerate(folds)]
     return out
+
+
+def slug(name: str) -> str:
+    """A folder name for a regime ("Aug GAN" -> "Aug_GAN")."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "regime"
 
 
 def cell_tag(k: Optional[int], fold: int) -> str:
@@ -202,7 +213,7 @@ def run_cells(grid: GridConfig, root: Path, progress: bool = True) -> list[dict]
         synthetic = (_synthetic(grid, root, tag, data_dir, k, progress)
                      if any(r.synthetic for r in grid.regimes) else [])
         for regime in grid.regimes:
-            cell_dir = root / "cells" / regime.name / tag
+            cell_dir = root / "cells" / slug(regime.name) / tag
             if not (cell_dir / "metrics.json").is_file():
                 resume = (cell_dir / "checkpoints").is_dir()
                 train_classifier(cell_config(grid, regime, data_dir, synthetic), cell_dir, resume=resume,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mammogan_tf.errors import ConfigError
 from mammogan_tf.evaluation.classification import auc_ci, delong_test
 from mammogan_tf.manifest import write_json_atomic
 from mammogan_tf.studies.grid import GridConfig, load_grid, run_cells
@@ -70,13 +71,17 @@ def summarise(grid: GridConfig, cells: list[dict]) -> list[dict]:
                 row.update(auc=auc, auc_ci_low=low, auc_ci_high=high, n_test=int(y.size), n_positive=int(y.sum()))
                 for name in METRICS:
                     row[f"{name}_mean"], row[f"{name}_sd"] = _mean_sd(c["report"][name] for c in group)
-                base = [c for c in loaded if c["regime"] == baseline and c["k"] == k]
-                if baseline and regime.name != baseline and len(base) == len(group):
+                reference = regime.compare_to or baseline
+                base = [c for c in loaded if c["regime"] == reference and c["k"] == k]
+                if reference and regime.name != reference and len(base) == len(group):
                     yb, sb = _pooled(base)
-                    if not np.array_equal(y, yb):
-                        raise RuntimeError(f"regime {regime.name} and baseline {baseline} tested on different cases")
-                    test = delong_test(y, s, sb)
-                    row.update(delta_auc=test.difference, p_vs_baseline=test.p)
+                    if np.array_equal(y, yb):
+                        test = delong_test(y, s, sb)
+                        row.update(compared_to=reference, delta_auc=test.difference, p_vs_baseline=test.p)
+                    elif regime.compare_to is not None:
+                        raise ConfigError(f"regimes: {regime.name} and {reference} were tested on different "
+                                          "cases; compare_to must name a regime of the same task")
+                    # else: another task than the baseline's, no paired test
             else:
                 row["accuracy_mean"], row["accuracy_sd"] = _mean_sd(c["report"]["accuracy"] for c in group)
                 for cls in group[0]["report"]["classes"]:

@@ -39,10 +39,12 @@ from mammogan_tf.training.mixing import MixingConfig, scheduled_share
 from mammogan_tf.training.strategy import is_chief, make_strategy
 
 
-class AdamConfig(Section):
-    """Adam (Wu et al.: 1e-5, beta 0.9 / 0.999)."""
+class OptimizerConfig(Section):
+    """Adam (Wu et al.: 1e-5, beta 0.9 / 0.999) or SGD (Frid-Adar et al.: 1e-3)."""
 
+    name: Literal["adam", "sgd"] = "adam"
     learning_rate: float = Field(1e-4, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1, description="sgd")
     beta_1: float = Field(0.9, ge=0, lt=1)
     beta_2: float = Field(0.999, ge=0, lt=1)
     epsilon: float = Field(1e-7, gt=0)
@@ -86,7 +88,7 @@ class ClassifierTrainConfig(Section):
     validate_every: int = Field(5000, ge=1, description="samples between validations (Wu: 5000)")
     checkpoint_every: Optional[int] = Field(None, ge=1, description="samples between checkpoints "
                                             "(default validate_every)")
-    optimizer: AdamConfig = Field(default_factory=AdamConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     strategy: Literal["default", "mirrored", "multi_worker"] = "default"
     threshold: Literal["youden", "f1"] = Field("youden", description="criterion on validation for F1/sens/spec")
     bootstrap: int = Field(200, ge=0, description="bootstrap resamples of the test CIs")
@@ -189,8 +191,9 @@ def train_classifier(config, run_dir: str | os.PathLike, resume: bool = False, p
     with strategy.scope():
         model = build_classifier(mcfg, tcfg.seed)
         opt = tcfg.optimizer
-        optimizer = tf.keras.optimizers.Adam(opt.learning_rate, beta_1=opt.beta_1, beta_2=opt.beta_2,
-                                             epsilon=opt.epsilon)
+        optimizer = (tf.keras.optimizers.Adam(opt.learning_rate, beta_1=opt.beta_1, beta_2=opt.beta_2,
+                                              epsilon=opt.epsilon) if opt.name == "adam"
+                     else tf.keras.optimizers.SGD(opt.learning_rate, momentum=opt.momentum))
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, name="step")
         best = tf.Variable(-1.0, dtype=tf.float64, name="best_val_auc")
