@@ -91,3 +91,22 @@ def test_training_resume_is_exact_and_logs_the_realised_share(tmp_path):
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["stage"] == "classifier" and len(manifest["inputs"]) == 2
     assert set(manifest["patients"]) == {"train", "val", "test"}
+
+
+def test_classic_and_flip_augmentation_maps():
+    from mammogan_tf.training.classifier_augment import augment_dataset
+
+    rng = np.random.default_rng(0)
+    image = rng.uniform(-1, 1, (16, 16, 1)).astype(np.float32)
+    element = {"image": image, "bbox": np.float32([4, 4, 12, 12]), "label": np.int32(1)}
+    dataset = tf.data.Dataset.from_tensors(element).repeat(6)
+    flips = list(augment_dataset(dataset.take(1), "flips").as_numpy_iterator())
+    assert len(flips) == 3
+    np.testing.assert_array_equal(flips[1]["image"], image[:, ::-1])
+    np.testing.assert_array_equal(flips[2]["image"], image[::-1])
+    first = [e["image"] for e in augment_dataset(dataset, "classic", seed=3).as_numpy_iterator()]
+    again = [e["image"] for e in augment_dataset(dataset, "classic", seed=3).as_numpy_iterator()]
+    np.testing.assert_array_equal(np.stack(first), np.stack(again))  # seeded by (seed, index)
+    assert all(x.shape == (16, 16, 1) and x.min() >= -1 and x.max() <= 1 for x in first)
+    assert len({x.tobytes() for x in first}) == 6  # each element a different draw
+    assert not any(np.array_equal(x, image) for x in first)  # every draw is rotated

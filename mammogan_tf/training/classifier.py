@@ -177,6 +177,10 @@ def train_classifier(config, run_dir: str | os.PathLike, resume: bool = False, p
     if not resume and ckpt_dir.exists() and any(ckpt_dir.iterdir()):
         raise ConfigError(f"{run_dir}: holds a run already; pass --resume to continue it or choose another --out")
     data = TaskData(tcfg.data.manifest, tcfg.task.classes, mcfg.image_size, tcfg.task.pathologies)
+    for split in (tcfg.data.val_split, tcfg.data.test_split):
+        if not data.info.get("splits", {}).get(split):
+            raise ConfigError(f"{data.path}: no '{split}' split (train.data.val_split / test_split): the best "
+                              "model is chosen on validation and reported on test")
     from mammogan_tf.studies.leakage import check_leakage, heldout_patients
 
     check_leakage(heldout_patients(data.path, (tcfg.data.val_split, tcfg.data.test_split)), tcfg.mixing.synthetic)
