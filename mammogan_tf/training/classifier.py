@@ -214,6 +214,7 @@ def train_classifier(config, run_dir: str | os.PathLike, resume: bool = False, p
     share_classes = ([list(tcfg.task.classes).index(c) for c in tcfg.mixing.per_class]
                      if tcfg.mixing.per_class is not None else None)
 
+    @tf.autograph.experimental.do_not_convert  # no Python control flow; avoids AutoGraph's closure warnings
     def replica_step(element):
         with tf.GradientTape() as tape:
             logits = model(element["image"], training=True)
@@ -222,7 +223,7 @@ def train_classifier(config, run_dir: str | os.PathLike, resume: bool = False, p
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss, tf.reduce_sum(element["synthetic"])
 
-    @tf.function
+    @tf.function(autograph=False)
     def train_step(it):
         loss, synthetic = strategy.run(replica_step, args=(next(it),))
         return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
