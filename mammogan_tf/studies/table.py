@@ -12,6 +12,7 @@ One row per (regime, k). Columns (binary tasks):
 Multi-class tasks: macro one-vs-rest AUC and accuracy (mean and sd over folds) and per-class
 sensitivity and specificity. Outputs in ``<output_dir>/<name>/``: ``table.md``, ``table.csv``,
 ``table.json`` (rows and cells), ``roc[-k<k>].png``, ``metric_vs_k.png`` (imbalanced protocol),
+``auc_vs_share.png`` (regimes that set an initial synthetic share),
 ``tsne.png`` (baseline classifier's features: real normal / real lesion / synthetic lesion).
 """
 from __future__ import annotations
@@ -143,6 +144,14 @@ def _figures(grid: GridConfig, root: Path, rows: list[dict], cells: list[dict]) 
                                 [row[f"{metric}_mean"] for row in rows if row["regime"] == r.name]) for r in grid.regimes}
             plot_metric_curves(history, root / f"{metric}_vs_k.png", xlabel="positive set size k", ylabel=metric)
             written.append(f"{metric}_vs_k.png")
+    shares = {r.name: (0.0 if r.baseline else r.set.get("train.mixing.share.initial")) for r in grid.regimes
+              if "train.mixing.share.kind" not in r.set}  # one schedule kind per curve
+    shares = {name: v for name, v in shares.items() if v is not None}
+    if len(shares) > 2 and grid.protocol.kind != "imbalanced":
+        points = sorted((shares[row["regime"]], row["auc"]) for row in rows if row["regime"] in shares and "auc" in row)
+        plot_metric_curves({"test AUC (pooled)": ([p[0] for p in points], [p[1] for p in points])},
+                           root / "auc_vs_share.png", xlabel="initial synthetic share", ylabel="AUC")
+        written.append("auc_vs_share.png")
     if grid.tsne_samples:
         from mammogan_tf.studies.embedding import plot_cell_tsne
 
