@@ -23,9 +23,10 @@ def _images(manifest: str, split: str, limit: int, size: int):
     return np.asarray(images, np.float32), np.asarray(kinds)
 
 
-def plot_cell_tsne(cell: dict, synthetic: list[str], out_path: Path, per_group: int = 300) -> bool:
-    """t-SNE of the cell's best classifier features on its test patches and the synthetic sets;
-    False when there are fewer than 5 points."""
+def plot_cell_tsne(cell: dict, synthetic: list[str], out_path: Path, per_group: int = 300,
+                   lesion_types: list[str] | None = None) -> bool:
+    """t-SNE of the cell's best classifier features on its test patches (normal, and lesions of
+    ``lesion_types``, default every type) and the synthetic sets; False when under 5 points."""
     import keras
 
     from mammogan_tf.evaluation.plots import plot_tsne
@@ -34,7 +35,7 @@ def plot_cell_tsne(cell: dict, synthetic: list[str], out_path: Path, per_group: 
     size = int(model.image_size)
     images, kinds = _images(cell["data"], "test", per_group, size)
     normal = images[kinds == "normal"][:per_group]
-    lesion = images[kinds != "normal"][:per_group]
+    lesion = images[np.isin(kinds, lesion_types) if lesion_types else kinds != "normal"][:per_group]
     groups = [("real normal", normal), ("real lesion", lesion)]
     for path in synthetic:
         syn, _ = _images(path, "train", per_group, size)

@@ -158,7 +158,9 @@ def _figures(grid: GridConfig, root: Path, rows: list[dict], cells: list[dict]) 
         base = next((c for c in cells if c["regime"] == (next((r.name for r in grid.regimes if r.baseline), None))
                      and c["fold"] == 0), None)
         synthetic = next((c["synthetic"] for c in cells if c["synthetic"] and c["fold"] == 0), [])
-        if base is not None and plot_cell_tsne(base, synthetic, root / "tsne.png", grid.tsne_samples):
+        classes = list(grid.classifier.get("train", {}).get("task", {}).get("classes", {}).values())
+        lesion_types = [t for t in classes[-1] if t != "normal"] if classes else None
+        if base is not None and plot_cell_tsne(base, synthetic, root / "tsne.png", grid.tsne_samples, lesion_types):
             written.append("tsne.png")
     return written
 
