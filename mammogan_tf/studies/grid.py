@@ -165,20 +165,25 @@ def _synthetic(grid: GridConfig, root: Path, tag: str, data_dir: Path, k: Option
     out = []
     for cls in grid.gan.classes:
         synth_dir = root / "synthetic" / tag / cls
-        if not (synth_dir / MANIFEST_NAME).is_file():
-            run_dir = root / "gan" / tag / cls
-            if not (run_dir / MANIFEST_NAME).is_file():
-                raw = apply_overrides(read_yaml(grid.gan.experiment), grid.gan.set)
-                raw = apply_overrides(raw, [f"train.data.manifest={data_dir}", "train.data.split=train",
-                                            f"train.data.lesion_types=[{cls}]"])
-                raw.pop("prepare", None)
-                config = validate_config(raw, ExperimentConfig, source=grid.gan.experiment)
-                resume = (run_dir / "checkpoints").is_dir()
-                train(config, run_dir, resume=resume, progress=progress)
-            n = (protocols.synthetic_count(k, grid.protocol.ar)
-                 if k is not None and cls in grid.protocol.positive else grid.gan.n)
-            run_synthesize(run_dir, n, synth_dir, fmt="shards", checkpoint=grid.gan.checkpoint, seed=grid.gan.seed,
-                           progress=progress)
+        run_dir = root / "gan" / tag / cls
+        raw = apply_overrides(read_yaml(grid.gan.experiment), grid.gan.set)
+        raw = apply_overrides(raw, [f"train.data.manifest={data_dir}", "train.data.split=train",
+                                    f"train.data.lesion_types=[{cls}]"])
+        raw.pop("prepare", None)
+        config = validate_config(raw, ExperimentConfig, source=grid.gan.experiment)
+        if (run_dir / MANIFEST_NAME).is_file():
+            _same(read_manifest(run_dir)["config"], config.model_dump(mode="json"), run_dir)
+        else:
+            train(config, run_dir, resume=(run_dir / "checkpoints").is_dir(), progress=progress)
+        wanted = {"n": (protocols.synthetic_count(k, grid.protocol.ar)
+                        if k is not None and cls in grid.protocol.positive else grid.gan.n),
+                  "checkpoint": grid.gan.checkpoint, "seed": grid.gan.seed}
+        if (synth_dir / MANIFEST_NAME).is_file():
+            saved = read_manifest(synth_dir)["config"]
+            _same({key: saved.get(key) for key in wanted}, wanted, synth_dir)
+        else:
+            run_synthesize(run_dir, wanted["n"], synth_dir, fmt="shards", checkpoint=grid.gan.checkpoint,
+                           seed=grid.gan.seed, progress=progress)
         out.append(str(synth_dir))
     return out
 
@@ -194,9 +199,16 @@ def cell_config(grid: GridConfig, regime: RegimeConfig, data_dir: Path, syntheti
     return config
 
 
+def _same(saved, wanted, folder: Path) -> None:
+    """A cached piece is reused only when it was made with the same settings."""
+    if saved != wanted:
+        raise ConfigError(f"{folder}: made with other settings than this grid's; delete it (or pass another "
+                          "--out) to recompute it")
+
+
 def run_cells(grid: GridConfig, root: Path, progress: bool = True) -> list[dict]:
     """Run or reuse every cell; returns ``{"regime", "k", "fold", "dir"}`` per cell."""
-    from mammogan_tf.training.classifier import train_classifier
+    from mammogan_tf.training.classifier import as_config, train_classifier
 
     manifest = ensure_real(grid, progress)
     info = read_manifest(manifest)
@@ -207,17 +219,22 @@ def run_cells(grid: GridConfig, root: Path, progress: bool = True) -> list[dict]
     for k, f, fold in plan:
         tag = cell_tag(k, f)
         data_dir = root / "data" / tag
+        made_with = {"k": k, "fold": f, "grid": grid.name,
+                     "plan": {"data": grid.data.model_dump(mode="json", exclude={"prepare"}),
+                              "protocol": grid.protocol.model_dump(mode="json")}}
         if not (data_dir / MANIFEST_NAME).is_file():
-            write_subset(data_dir, fold, patch_size=info["patch_size"], source=manifest,
-                         extra={"k": k, "fold": f, "grid": grid.name})
+            write_subset(data_dir, fold, patch_size=info["patch_size"], source=manifest, extra=made_with)
+        _same(read_manifest(data_dir)["config"].get("plan"), made_with["plan"], data_dir)
         synthetic = (_synthetic(grid, root, tag, data_dir, k, progress)
                      if any(r.synthetic for r in grid.regimes) else [])
         for regime in grid.regimes:
             cell_dir = root / "cells" / slug(regime.name) / tag
-            if not (cell_dir / "metrics.json").is_file():
+            config = as_config(cell_config(grid, regime, data_dir, synthetic))
+            if (cell_dir / "metrics.json").is_file():
+                _same(read_manifest(cell_dir)["config"], config.model_dump(mode="json"), cell_dir)
+            else:
                 resume = (cell_dir / "checkpoints").is_dir()
-                train_classifier(cell_config(grid, regime, data_dir, synthetic), cell_dir, resume=resume,
-                                 progress=False)
+                train_classifier(config, cell_dir, resume=resume, progress=False)
             cells.append({"regime": regime.name, "k": k, "fold": f, "dir": str(cell_dir), "data": str(data_dir),
                           "synthetic": synthetic if regime.synthetic else []})
             bar.update(1)
