@@ -138,6 +138,10 @@ def test_table_end_to_end_and_delong_matches_the_saved_scores(tmp_path, capsys):
     stamp = (root / "cells" / "real" / "fold0" / "metrics.json").stat().st_mtime_ns
     assert run(build_parser(), ["table", str(tmp_path / "grid.yaml"), "--quiet"]) == 0
     assert (root / "cells" / "real" / "fold0" / "metrics.json").stat().st_mtime_ns == stamp
+    # ... and refuses to mix in cells made with other settings
+    assert run(build_parser(), ["table", str(tmp_path / "grid.yaml"), "--quiet",
+                                "--set", "classifier.train.samples=40"]) == 2
+    assert "made with other settings" in capsys.readouterr().err
 
 
 PRESETS = Path(__file__).resolve().parents[1] / "experiments"
