@@ -5,7 +5,8 @@
   ``round(AR * k)`` synthetic positives (:func:`synthetic_count`).
 - :func:`patient_folds`: k-fold cross-validation by patient; fold f tests on its patients and
   splits the rest into train and validation (Alyafi: 3 folds, 60 / 6.6 / 33 %, i.e. validation
-  = 6.6 / 66.6 of the non-test patients). Every patient is in exactly one test fold; no
+  = 6.6 / 66.6 of the non-test patients; at least one patient per stratum of two or more, so
+  that validation holds both classes). Every patient is in exactly one test fold; no
   patient is in two splits of a fold. Patients are stratified by whether they hold a positive.
 """
 from __future__ import annotations
@@ -71,6 +72,7 @@ def patient_folds(records: list[dict], n_folds: int = 3, val_fraction: float = A
         val = set()
         for stratum in ([p for p in rest if p in has_positive], [p for p in rest if p not in has_positive]):
             n_val = int(round(val_fraction * len(stratum)))
+            n_val = max(n_val, 1) if len(stratum) >= 2 else n_val  # small data: keep each class in validation
             val |= set(val_rng.permutation(stratum)[:n_val].tolist()) if stratum else set()
         split_of = {p: "test" if fold_of[p] == f else "val" if p in val else "train" for p in patients}
         fold = {"train": [], "val": [], "test": []}
