@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "mammogan_tf.training.commands",
     "mammogan_tf.synthesis.commands",
     "mammogan_tf.evaluation.commands",
+    "mammogan_tf.studies.commands",
 )
 """Modules that register sub-commands; a module not written yet is skipped."""
 

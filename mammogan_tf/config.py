@@ -121,6 +121,18 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     return validate_config(data, model, source=str(path) if path is not None else "--set")
 
 
+def load_experiment(path: str | os.PathLike, overrides: list[str] | None = None):
+    """An experiment YAML validated by the config class its ``model.family`` needs: the downstream
+    classifier experiments (``family: classifier``) have their own; every GAN family uses
+    ``ExperimentConfig``."""
+    data = apply_overrides(read_yaml(path), overrides)
+    if (data.get("model") or {}).get("family") == "classifier":
+        from mammogan_tf.training.classifier import ClassifierExperimentConfig
+
+        return validate_config(data, ClassifierExperimentConfig, source=str(path))
+    return validate_config(data, ExperimentConfig, source=str(path))
+
+
 def set_field(section: BaseModel, name: str, value: Any, source: str) -> None:
     """Assign one validated field (a command-line flag); errors name ``source``."""
     try:

@@ -1,7 +1,7 @@
 """``mammogan validate FILE [--set a.b=v ...]``: print the resolved experiment config."""
 from __future__ import annotations
 
-from mammogan_tf.config import dump_config, load_config
+from mammogan_tf.config import dump_config, load_experiment
 
 
 def add_override_argument(parser) -> None:
@@ -11,7 +11,7 @@ def add_override_argument(parser) -> None:
 
 
 def _validate(args) -> int:
-    config = load_config(args.file, args.overrides)
+    config = load_experiment(args.file, args.overrides)
     print(dump_config(config), end="")
     return 0
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from mammogan_tf.commands.config_commands import add_override_argument
-from mammogan_tf.config import ExperimentConfig, load_config
+from mammogan_tf.config import ExperimentConfig, load_experiment
 from mammogan_tf.errors import ConfigError, InputError
 from mammogan_tf.manifest import MANIFEST_NAME
 
@@ -70,8 +70,22 @@ def run_dir_of(config: ExperimentConfig, out: str | None) -> Path:
     return Path(out) if out else Path(config.output_dir) / config.name
 
 
+def _train_classifier(args) -> int:
+    """``model.family: classifier``: the downstream classifier loop (``training.classifier``)."""
+    from mammogan_tf.training.classifier import train_classifier
+
+    config = load_experiment(args.experiment, args.overrides)
+    run_dir = run_dir_of(config, args.out)
+    summary = train_classifier(config, run_dir, resume=args.resume, progress=not args.quiet)
+    print(f"trained the classifier into {run_dir}")
+    print(json.dumps(summary, sort_keys=True, default=str))
+    return 0
+
+
 def _train(args) -> int:
-    config = load_config(args.experiment, args.overrides)
+    config = load_experiment(args.experiment, args.overrides)
+    if config.model.family == "classifier":
+        return _train_classifier(args)
     if config.train.steps is None and config.train.epochs is None:
         raise ConfigError(f"{args.experiment}: train.steps or train.epochs must be given")
     progress = not args.quiet

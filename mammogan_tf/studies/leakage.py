@@ -1,0 +1,82 @@
+"""Leakage guard: no patient behind the synthetic data may be in a classifier's val/test split.
+
+The manifests chain is followed back from each synthetic shard set::
+
+    synthesize manifest --inputs--> GAN run manifest (train.data.split, lesion types)
+                         --inputs--> prepare manifest ("patients": patient_id -> split)
+
+The patients whose patches trained the GAN are those of the prepare manifest assigned to the
+run's ``train.data.split``. A synthesize manifest may also name the patients whose patches
+seeded contextual synthesis (``seed_patients``: a list, or ``seeds``: {"manifest", "split"}).
+:func:`check_leakage` refuses (``LeakageError``, exit 2, one line naming the count and the
+stages) when any of them is in the classifier's validation or test patients.
+
+This module reads manifests only (no TensorFlow) so that training and the studies can both call it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from mammogan_tf.errors import InputError
+from mammogan_tf.manifest import MANIFEST_NAME, read_manifest
+
+
+class LeakageError(InputError):
+    """A patient behind the GAN or the synthesis seeds is in a classifier's val/test split (exit 2)."""
+
+
+def _input_manifests(manifest: dict) -> list[dict]:
+    out = []
+    for record in manifest.get("inputs", []):
+        path = Path(record.get("path", ""))
+        if path.name == MANIFEST_NAME and path.is_file():
+            out.append(read_manifest(path))
+    return out
+
+
+def _split_patients(prepare: dict, splits: Iterable[str]) -> set[str]:
+    wanted = set(splits)
+    return {p for p, s in prepare.get("patients", {}).items() if s in wanted}
+
+
+def upstream_patients(synthetic_manifest: str | os.PathLike) -> tuple[set[str], str]:
+    """Patients whose patches trained the GAN behind a synthesize output or seeded it, and a
+    short description of the chain (for the error message)."""
+    syn = read_manifest(synthetic_manifest)
+    patients: set[str] = set(syn.get("seed_patients", []))
+    stages = [f"synthetic {syn['root']}"]
+    seeds = syn.get("seeds")
+    if isinstance(seeds, Mapping):
+        seed_prep = read_manifest(seeds["manifest"])
+        patients |= _split_patients(seed_prep, [seeds.get("split", "train")])
+        stages.append(f"synthesis seeds {seed_prep['root']}")
+    runs = [m for m in _input_manifests(syn) if m.get("stage") == "train"]
+    if syn.get("stage") == "synthesize" and not runs:
+        raise InputError(f"{syn['root']}/{MANIFEST_NAME}: its GAN run manifest is missing; cannot prove "
+                         "that no validation or test patient trained the GAN")
+    for run in runs:
+        data = run.get("config", {}).get("train", {}).get("data", {})
+        split = data.get("split", "train")
+        for prep in (m for m in _input_manifests(run) if "patients" in m):
+            patients |= _split_patients(prep, [split] if isinstance(split, str) else split)
+            stages.append(f"GAN run {run['root']} (trained on {prep['root']} split {split})")
+    return patients, " <- ".join(stages)
+
+
+def heldout_patients(real_manifest: str | os.PathLike, splits: Iterable[str] = ("val", "test")) -> set[str]:
+    """Patients of ``splits`` in a prepare (or study subset) manifest."""
+    return _split_patients(read_manifest(real_manifest), splits)
+
+
+def check_leakage(heldout: set[str], synthetic_manifests: Iterable[str | os.PathLike],
+                  stage: str = "classifier validation/test") -> None:
+    """Raise ``LeakageError`` when a patient behind any synthetic set is in ``heldout``."""
+    for path in synthetic_manifests:
+        upstream, chain = upstream_patients(path)
+        overlap = sorted(upstream & set(heldout))
+        if overlap:
+            shown = ", ".join(overlap[:3]) + (" ..." if len(overlap) > 3 else "")
+            raise LeakageError(f"leakage: {len(overlap)} patient(s) ({shown}) behind {chain} are in the "
+                               f"{stage} split; train the GAN on the classifier's training patients only")
