@@ -194,3 +194,67 @@ def test_tiny_detector_learns_bright_squares(tmp_path):
     report = evaluate_detector(best, val, score_threshold=0.3)
     assert report["iou_0.5"]["sensitivity"] > 0.9 and report["iou_0.5"]["fps_per_image"] < 1.0
     assert (tmp_path / "tensorboard").is_dir() and (tmp_path / "best.json").exists()
+
+
+# ------------------------------------------------------------------------- prepare, mode: whole
+def _constructed_mammogram():
+    """80 x 64 image: breast rows 8..72 (0.2), a lesion [16, 24, 32, 48) at 1.0."""
+    image = np.zeros((80, 64), np.float32)
+    image[8:72] = 0.2
+    image[24:48, 16:32] = 1.0
+    lesion = {"lesion_type": "mass", "pathology": "benign", "x0": 16, "y0": 24, "x1": 32, "y1": 48}
+    return image, image > 0, lesion
+
+
+@pytest.mark.parametrize("size, expected", [(16, [4, 4, 8, 10]), (24, [6, 6, 12, 15])])
+def test_whole_mode_box_lands_on_the_same_pixels(size, expected):
+    from mammogan_tf.data.whole import whole_sample
+    image, breast, lesion = _constructed_mammogram()
+    other = {**lesion, "lesion_type": "calcification"}
+    sample = whole_sample(image, breast, [lesion, other], size, ["mass"])
+    assert sample["origin"] == (0, 8, 64, 72) and sample["types"] == ["mass"]
+    np.testing.assert_allclose(sample["boxes"], [expected])
+    x0, y0, x1, y1 = expected
+    inside = np.zeros((size, size), bool)
+    inside[y0:y1, x0:x1] = True
+    np.testing.assert_allclose(sample["pixels"][inside], 1.0, atol=1e-6)
+    np.testing.assert_allclose(sample["pixels"][~inside], 0.2, atol=1e-6)
+
+
+def test_whole_mode_square_region_pads_and_clips():
+    from mammogan_tf.data.whole import square_region, transform_boxes
+    breast = np.zeros((40, 100), bool)
+    breast[5:35, 60:100] = True  # 40 wide, 30 tall, on the right edge
+    assert square_region(breast) == (60, 0, 40)
+    wide = np.ones((20, 50), bool)  # wider than the image is tall: padded above and below
+    assert square_region(wide) == (0, -15, 50)
+    np.testing.assert_allclose(transform_boxes([[55, -20, 70, 5]], 60, 0, 40, 20), [[0, 0, 5, 2.5]])
+
+
+def test_prepare_whole_mode_writes_all_boxes(tmp_path):
+    from mammogan_tf.config import PrepareConfig
+    from mammogan_tf.data.phantom import write_phantom
+    from mammogan_tf.data.prepare import run_prepare
+    from mammogan_tf.data.shards import make_dataset
+    from mammogan_tf.data.whole import read_detection_set
+    table = write_phantom(tmp_path / "phantom", n_images=6, seed=3)
+    config = PrepareConfig(images=str(table.parent), annotations=str(table), split={"fractions": (1, 0, 0)})
+    config.patches.mode, config.patches.output_size = "whole", 64
+    run_prepare(config, tmp_path / "whole", progress=False)
+    data = read_detection_set(tmp_path / "whole", "train")
+    lesions = read_lesions(table)
+    assert data.images.shape == (6, 64, 64, 1) and len(data.ids) == 6
+    for image_id, boxes in zip(data.ids, data.boxes):
+        assert len(boxes) == len(lesions.get(image_id, []))
+        assert np.all((boxes >= 0) & (boxes <= 64)) and np.all(boxes[:, 2:] > boxes[:, :2])
+    assert sum(len(b) for b in data.boxes) > 0
+    # still ordinary shard records for the patch readers
+    images, labels = next(iter(make_dataset(tmp_path / "whole", "train", 6, shuffle=False)))
+    assert images.shape == (6, 64, 64, 1)
+
+
+def read_lesions(table):
+    import pandas as pd
+    frame = pd.read_csv(table)
+    frame = frame[frame["lesion_type"] != "normal"]
+    return {k: list(v.index) for k, v in frame.groupby("image_id")}

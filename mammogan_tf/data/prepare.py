@@ -82,13 +82,14 @@ def _fingerprint(config: PrepareConfig, annotations: str) -> str:
 
 def _finish_unit(staging: Path, name: str, results: list[dict]) -> None:
     """Write one unit's shard (if it has patches) and its record, both atomically."""
-    from mammogan_tf.data.shards import serialize_encoded, write_shard
+    from mammogan_tf.data.shards import write_shard
+    from mammogan_tf.data.whole import serialize_record
 
     records = [patch for result in results for patch in result["patches"]]
     shard = None
     if records:
         shard = f"shards/{name}.tfrecord"
-        write_shard(staging / shard, (serialize_encoded(**record) for record in records))
+        write_shard(staging / shard, (serialize_record(record) for record in records))
     write_json_atomic(staging / "units" / f"{name}.json", {
         "shard": shard,
         "counts": dict(Counter(r["lesion_type"] for r in records)),

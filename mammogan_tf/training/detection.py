@@ -16,7 +16,6 @@ ground truth with IoU > ``ignore_iou`` are ignored; ``cls = sum_pos sum_k BCE(c_
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -25,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 from pydantic import Field
 
+from mammogan_tf.data.whole import DetectionSet
 from mammogan_tf.evaluation.detection import (average_precision, detection_metrics, froc_curve,
                                               sensitivity_at_fps)
 from mammogan_tf.models.detector import DetectorConfig, build_detector, decode_boxes, shape_iou
@@ -53,20 +53,6 @@ class DetectionTrainConfig(Section):
     max_detections: int = Field(100, ge=1)
     strategy: str = Field("default", description="as train.strategy of the GAN runs")
     seed: int = 0
-
-
-@dataclass
-class DetectionSet:
-    """Whole images with all their boxes: ``images (N, S, S, C) float32 in [-1, 1]``, ``boxes[i]``
-    ``(G_i, 4)`` float32 (x0, y0, x1, y1) pixels, ``classes[i]`` ``(G_i,)`` int32."""
-
-    images: np.ndarray
-    boxes: list
-    classes: list
-    ids: list = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.images)
 
 
 # ------------------------------------------------------------------------ target assignment
