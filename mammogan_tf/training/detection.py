@@ -17,42 +17,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
-from pydantic import Field
 
 from mammogan_tf.data.whole import DetectionSet
 from mammogan_tf.evaluation.detection import (average_precision, detection_metrics, froc_curve,
                                               sensitivity_at_fps)
 from mammogan_tf.models.detector import DetectorConfig, build_detector, decode_boxes, shape_iou
-from mammogan_tf.sections import Section
+from mammogan_tf.training.detection_config import DetectionTrainConfig
 from mammogan_tf.training.strategy import make_strategy
-
-
-class DetectionTrainConfig(Section):
-    """The ``train:`` section of a detector experiment."""
-
-    epochs: int = Field(50, ge=1)
-    batch_size: int = Field(16, ge=1, description="global batch")
-    learning_rate: float = Field(1e-3, gt=0)
-    box_loss: Literal["giou", "ciou"] = "giou"
-    box_weight: float = Field(1.0, ge=0)
-    obj_weight: float = Field(1.0, ge=0)
-    class_weight: float = Field(1.0, ge=0)
-    ignore_iou: float = Field(0.5, gt=0, le=1, description="negatives overlapping a lesion more are ignored")
-    extra_anchor_iou: float | None = Field(None, gt=0, le=1, description="also assign anchors this similar")
-    flip: bool = Field(True, description="random horizontal and vertical flips of training images")
-    max_boxes: int = Field(32, ge=1, description="boxes per image kept for the ignore test")
-    select_fps: float = Field(1.0, gt=0, description="best checkpoint: sensitivity at this many FPs/image")
-    select_iou: float = Field(0.5, gt=0, le=1)
-    score_threshold: float = Field(0.001, ge=0, le=1, description="detection threshold (Han: 0.1 %)")
-    nms_iou: float = Field(0.45, gt=0, le=1)
-    max_detections: int = Field(100, ge=1)
-    strategy: str = Field("default", description="as train.strategy of the GAN runs")
-    seed: int = 0
 
 
 # ------------------------------------------------------------------------ target assignment
