@@ -162,7 +162,7 @@ def test_family_losses_and_sampling(nets):
     np.testing.assert_allclose(traced["wasserstein"], terms["wasserstein"], atol=1e-4)
     g_terms, _ = family.generator_loss(networks, batch, ctx)
     assert g_terms["wasserstein"].shape == (4,)
-    inputs = family.fixed_inputs(3, 0, SimpleNamespace(boxes=BOXES.numpy()))
+    inputs = family.fixed_inputs(networks, 3, 0, SimpleNamespace(boxes=BOXES.numpy()))
     assert inputs["latent"].shape == (3, 8) and inputs["mask"].shape == (3, 16, 16, 1)
     images = family.generate(networks["generator"], inputs)
     assert images.shape == (3, 16, 16, 1) and float(tf.reduce_max(tf.abs(images))) <= 1.0

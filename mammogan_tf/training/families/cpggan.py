@@ -114,7 +114,7 @@ class CPGGANFamily(Family):
         return {"wasserstein": generator_loss("wasserstein", scores)}, {"fake_score": scores[:, 0]}
 
     # ----------------------------------------------------------------------------- sampling
-    def fixed_inputs(self, count: int, seed: int, data) -> dict[str, np.ndarray]:
+    def fixed_inputs(self, networks, count: int, seed: int, data) -> dict[str, np.ndarray]:
         """Latents and boxes sampled from the training boxes (``data.boxes`` (N, 4) when the run's
         data gives them) with their masks: ``{"latent", "box", "mask"}``."""
         rng = np.random.default_rng(seed)
