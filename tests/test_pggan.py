@@ -76,6 +76,16 @@ def test_discriminator_fade_in_is_exact(nets):
     new.set_weights(saved)
 
 
+def test_skipping_resolutions_not_grown_changes_nothing(nets):
+    generator, discriminator = nets
+    images = generator({"latent": Z, "mask": MASK}).numpy()
+    for level, top in ((0.0, 0), (0.5, 1), (1.0, 1)):
+        np.testing.assert_allclose(generator({"latent": Z, "mask": MASK}, level=level, top=top),
+                                   generator({"latent": Z, "mask": MASK}, level=level), atol=1e-6)
+        np.testing.assert_allclose(discriminator({"image": images, "mask": MASK}, level=level, top=top),
+                                   discriminator({"image": images, "mask": MASK}, level=level), atol=1e-5)
+
+
 def test_growth_keeps_weights_by_name(nets, tmp_path):
     generator, discriminator = nets
     before = generator({"latent": Z, "mask": MASK}, level=1.0).numpy()
@@ -143,6 +153,9 @@ def test_family_losses_and_sampling(nets):
     networks = family.build_networks()
     schedule = family.schedules()["progress"]
     assert schedule["end"] == 5.0 and schedule["end_step"] == 5 * 16
+    # 16 steps per phase: 4 px, fade 8, 8, fade 16, 16
+    assert [family.stage(s) for s in (0, 15, 16, 17, 40, 48, 49, 80, 99)] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert family.top == 2  # outside the loop: every resolution
     ctx = StepContext(seed=tf.constant([1, 2], tf.int64), schedules={"progress": tf.Variable(1.5)},
                       global_batch_size=4)
     batch = {"real": {"image": tf.random.stateless_uniform((4, 16, 16, 1), (5, 6), -1, 1),

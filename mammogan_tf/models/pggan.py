@@ -6,8 +6,7 @@ Both networks are built at full size once; which resolutions are active is a run
 ``level`` in [0, K] (K = log2(image_size / start_resolution)): at an integer level k the network
 works at ``res_k = start * 2**k``; at ``level = k + alpha`` the new resolution ``res_{k+1}`` is
 faded in by ``alpha``. Every variable exists from the start, so adding a stage keeps all earlier
-weights by name, and one traced step serves the whole run (the loop feeds ``level`` from a
-schedule). The cost: every resolution is computed at every level.
+weights by name; the loop feeds ``level`` from a schedule.
 
 - G output ``(B, S, S, C)`` (linear, about [-1, 1]): ``sum_k w_k(level) * up_S(to_rgb_k(h_k))``
   with ``w_k = max(0, 1 - |level - k|)`` (``blend_weights``) and ``up_S`` nearest upsampling.
@@ -15,6 +14,9 @@ schedule). The cost: every resolution is computed at every level.
   resolution k are ``e_k = c_k from_rgb_k(x_k) + (1 - c_k) block_{k+1}(e_{k+1})`` with
   ``c_k = clip(k + 1 - level, 0, 1)`` (``entry_weights``).
 - The mask at ``res_k`` is the max-pooled full mask (a small box never vanishes).
+- ``top`` (Python int, default K): the highest resolution index computed; anything above it has
+  weight 0 whenever ``level <= top``, so passing ``top = ceil(level)`` saves the work of the
+  resolutions not grown yet (one trace per ``top``: the family's ``stage``).
 - Equalised learning rate: weights ~ N(0, 1) scaled at run time by ``gain / sqrt(fan_in)``;
   pixel norm after every G conv; minibatch standard deviation before D's last block.
 """
@@ -173,16 +175,17 @@ class CPGGANGenerator(_Progressive):
             rgb.build((None, None, None, w[k]))
         self.built = True
 
-    def call(self, inputs, level=None, training=None):
+    def call(self, inputs, level=None, top=None, training=None):
         latent = tf.cast(inputs["latent"], tf.float32)
         level = float(self.num_levels) if level is None else level
+        top = self.num_levels if top is None else int(top)
         masks = self.masks(inputs["mask"])
         s = self.start_resolution
         h = self.act(self.project(pixel_norm(latent)))
         h = pixel_norm(tf.reshape(h, [-1, s, s, self.widths[0]]))
         weights = blend_weights(level, self.num_levels)
         images = []
-        for k, convs in enumerate(self.convs):
+        for k, convs in enumerate(self.convs[:top + 1]):
             if k:
                 h = resize_to(h, self.resolutions[k], "up")
             h = tf.concat([h, masks[k]], axis=-1)
@@ -221,13 +224,14 @@ class CPGGANDiscriminator(_Progressive):
         self.score.build((None, w[0]))
         self.built = True
 
-    def call(self, inputs, level=None, training=None):
+    def call(self, inputs, level=None, top=None, training=None):
         images = tf.cast(inputs["image"], tf.float32)
         level = float(self.num_levels) if level is None else level
+        top = self.num_levels if top is None else int(top)
         masks = self.masks(inputs["mask"])
         entry = entry_weights(level, self.num_levels)
         h = None
-        for k in reversed(range(self.num_levels + 1)):
+        for k in reversed(range(top + 1)):
             x = tf.concat([resize_to(images, self.resolutions[k], "avg"), masks[k]], axis=-1)
             fresh = self.act(self.from_rgb[k](x))
             h = fresh if h is None else entry[k] * fresh + (1.0 - entry[k]) * h

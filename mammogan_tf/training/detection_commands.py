@@ -1,4 +1,5 @@
-"""``mammogan detect train EXPERIMENT.yaml`` and ``mammogan detect evaluate``: the YOLO-style
+"""``mammogan detect train EXPERIMENT.yaml`` (preparing ``data.manifest`` from the ``prepare``
+section first when it does not exist) and ``mammogan detect evaluate``: the YOLO-style
 detector on whole-image shards (``prepare`` with ``patches.mode: whole``), real only or real +
 synthetic (synthetic shards of whole images with boxes, e.g. from the cPGGAN).
 
@@ -27,6 +28,12 @@ def _merge(sets: list[DetectionSet]) -> DetectionSet:
 
 def run_detection_experiment(config: DetectionExperimentConfig, out_dir=None, verbose: int = 0) -> dict:
     """Train on train (+ synthetic), select on val, report on test; returns the test metrics."""
+    manifest = Path(config.data.manifest)
+    if not (manifest / "manifest.json").is_file() and config.prepare.images:
+        from mammogan_tf.data.prepare import run_prepare
+
+        print(f"no data at {manifest}: preparing it from the experiment's prepare section")
+        run_prepare(config.prepare, manifest, progress=verbose > 0)
     names = config.model.class_names
     real = read_detection_set(config.data.manifest, "train", names)
     train = _merge([real] + [read_detection_set(path, "train", names) for path in config.data.synthetic])

@@ -9,7 +9,9 @@ are drawn inside the real batch's boxes, so G learns the training box distributi
 Growth is the schedule ``progress`` (linear 0 -> 2K + 1 over the run by default, one unit per
 ``images_per_phase`` images): [0, 1) trains the first resolution; then each resolution j + 1 is
 faded in over one unit and stabilised over the next (``level_from_progress``). Real images are
-blended exactly as G's output is (``progressive_blend``).
+blended exactly as G's output is (``progressive_blend``). ``stage(step)`` = ceil(level) lets the
+loop trace one step per grown resolution that skips the resolutions not grown yet; the sample
+grid (``generate``) shows the highest grown resolution at full weight.
 """
 from __future__ import annotations
 
@@ -55,6 +57,10 @@ class CPGGANFamily(Family):
     name = "cpggan"
     model_config: CPGGANModelConfig
 
+    def __init__(self, model_config, train_config):
+        super().__init__(model_config, train_config)
+        self.current_stage = None  # set by the loop before tracing; None = every resolution
+
     def build_networks(self) -> dict[str, object]:
         generator, discriminator = build_cpggan(self.model_config)
         return {"generator": generator, "discriminator": discriminator}
@@ -65,6 +71,28 @@ class CPGGANFamily(Family):
         steps = units * max(1, self.model_config.images_per_phase // batch)
         return {"progress": {"kind": "linear", "start_step": 0, "end_step": steps,
                              "start": 0.0, "end": float(units)}}
+
+    def stage(self, step: int) -> int:
+        """The highest resolution index in use at ``step``: ``ceil(level)`` of the ``progress``
+        schedule (``train.schedules.progress`` or the default); K for a non-linear schedule."""
+        schedule = dict(self.schedules()["progress"])
+        custom = getattr(self.train_config, "schedules", {}) or {}
+        if "progress" in custom:
+            given = custom["progress"]
+            schedule.update(given.model_dump() if hasattr(given, "model_dump") else dict(given))
+        if schedule.get("kind") != "linear":
+            return self.model_config.num_levels
+        span = max(schedule["end_step"] - schedule["start_step"], 1)
+        fraction = min(max((step - schedule["start_step"]) / span, 0.0), 1.0)
+        progress = schedule["start"] + fraction * (schedule["end"] - schedule["start"])
+        level = float(level_from_progress(progress, self.model_config.num_levels))
+        return min(int(np.ceil(level - 1e-6)), self.model_config.num_levels)
+
+    @property
+    def top(self) -> int:
+        """The stage the loop traced this step for (``current_stage``; K outside the loop)."""
+        stage = getattr(self, "current_stage", None)
+        return self.model_config.num_levels if stage is None else int(stage)
 
     def phases(self) -> list[Phase]:
         return [Phase("discriminator", "discriminator", self.discriminator_loss),
@@ -80,7 +108,8 @@ class CPGGANFamily(Family):
 
     def _fakes(self, networks, masks, seed, level):
         latent = tf.random.stateless_normal([tf.shape(masks)[0], self.model_config.latent_dim], seed)
-        return networks["generator"]({"latent": latent, "mask": masks}, level=level, training=True)
+        return networks["generator"]({"latent": latent, "mask": masks}, level=level, top=self.top,
+                                     training=True)
 
     def discriminator_loss(self, networks, batch, ctx):
         """WGAN-GP critic loss with drift; terms and stats per example (b,)."""
@@ -93,7 +122,8 @@ class CPGGANFamily(Family):
                                  self.model_config.num_levels)
 
         def critic(images):
-            return networks["discriminator"]({"image": images, "mask": masks}, level=level, training=True)
+            return networks["discriminator"]({"image": images, "mask": masks}, level=level, top=self.top,
+                                             training=True)
 
         real_scores, fake_scores = critic(real), critic(fake)
         config = self.model_config
@@ -110,7 +140,8 @@ class CPGGANFamily(Family):
         level = self.level(ctx)
         masks = self._condition(batch["real"])
         fake = self._fakes(networks, masks, ctx.replica_seed(ctx.split(1)[0]), level)
-        scores = networks["discriminator"]({"image": fake, "mask": masks}, level=level, training=True)
+        scores = networks["discriminator"]({"image": fake, "mask": masks}, level=level, top=self.top,
+                                           training=True)
         return {"wasserstein": generator_loss("wasserstein", scores)}, {"fake_score": scores[:, 0]}
 
     # ----------------------------------------------------------------------------- sampling
@@ -124,5 +155,7 @@ class CPGGANFamily(Family):
                 "box": boxes, "mask": box_masks(boxes, size).numpy()}
 
     def generate(self, sampler, inputs) -> tf.Tensor:
-        images = sampler({"latent": inputs["latent"], "mask": inputs["mask"]}, training=False)
+        top = self.top
+        images = sampler({"latent": inputs["latent"], "mask": inputs["mask"]}, level=float(top), top=top,
+                         training=False)
         return tf.clip_by_value(images, -1.0, 1.0)
