@@ -258,3 +258,22 @@ def read_lesions(table):
     frame = pd.read_csv(table)
     frame = frame[frame["lesion_type"] != "normal"]
     return {k: list(v.index) for k, v in frame.groupby("image_id")}
+
+
+def test_pipeline_flips_images_and_targets_together():
+    from mammogan_tf.training.detection import detection_dataset
+    model_config = DetectorConfig(image_size=32, strides=STRIDES, anchors=ANCHORS)
+    image = np.full((1, 32, 32, 1), -1.0, np.float32)
+    image[0, 2:10, 4:12] = 1.0
+    data = DetectionSet(image, [np.array([[4, 2, 12, 10]], np.float32)], [np.zeros(1, np.int32)])
+    config = DetectionTrainConfig(batch_size=1, flip=True)
+    seen, dataset = set(), detection_dataset(data, model_config, config)
+    for _ in range(12):  # epochs
+        images, y = next(iter(dataset))
+        box = y["boxes"][0, 0].numpy().astype(int)
+        assert images[0, box[1]:box[3], box[0]:box[2]].numpy().min() == 1.0  # the square is in the box
+        assert images.numpy().sum() == 64 * 1.0 - (32 * 32 - 64)
+        positive = np.argwhere(y["targets"][0][0, ..., 4].numpy())
+        np.testing.assert_array_equal(positive[0][:2], [(box[1] + box[3]) // 16, (box[0] + box[2]) // 16])
+        seen.add(tuple(box))
+    assert len(seen) > 1  # flips happen

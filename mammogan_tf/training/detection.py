@@ -145,16 +145,14 @@ def detection_dataset(data: DetectionSet, model_config: DetectorConfig, config: 
                       *, training: bool = True) -> tf.data.Dataset:
     """Batches ``(images, {"targets": (per-scale targets), "boxes": (B, max_boxes, 4)})``."""
     size, strides = model_config.image_size, model_config.strides
-    rng = np.random.default_rng(config.seed)
 
-    def example(index):
+    def example(index, flips):
         index = int(index)
         image, boxes = data.images[index], np.asarray(data.boxes[index], np.float32).reshape(-1, 4)
-        if training and config.flip:
-            h, v = rng.random(2) < 0.5
-            image = image[:, ::-1] if h else image
-            image = image[::-1] if v else image
-            boxes = flip_boxes(boxes, size, h, v)
+        h, v = bool(flips[0]), bool(flips[1])
+        image = image[:, ::-1] if h else image
+        image = image[::-1] if v else image
+        boxes = flip_boxes(boxes, size, h, v)
         targets = assign_targets(boxes, data.classes[index], size, strides, model_config.anchors,
                                  config.extra_anchor_iou)
         return (np.ascontiguousarray(image, np.float32), *targets, _pad_boxes(boxes, config.max_boxes))
@@ -163,8 +161,10 @@ def detection_dataset(data: DetectionSet, model_config: DetectorConfig, config: 
     shapes = [(size, size, model_config.channels)] + [(size // s, size // s, count, 6) for s in strides] \
         + [(config.max_boxes, 4)]
 
-    def load(index):
-        values = tf.numpy_function(example, [index], [tf.float32] * len(shapes))
+    def load(index, draw):
+        flips = tf.random.stateless_uniform([2], tf.stack([draw, index])) < 0.5
+        flips = flips & (training and config.flip)
+        values = tf.numpy_function(example, [index, flips], [tf.float32] * len(shapes))
         for value, shape in zip(values, shapes):
             value.set_shape(shape)
         return values[0], {"targets": tuple(values[1:-1]), "boxes": values[-1]}
@@ -172,6 +172,8 @@ def detection_dataset(data: DetectionSet, model_config: DetectorConfig, config: 
     ds = tf.data.Dataset.range(len(data))
     if training:
         ds = ds.shuffle(len(data), seed=config.seed, reshuffle_each_iteration=True)
+    draws = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True)  # new flips each epoch
+    ds = tf.data.Dataset.zip(ds, draws)
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(
         config.batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
 
@@ -265,7 +267,7 @@ def train_detector(model_config: DetectorConfig, config: DetectionTrainConfig, t
     callbacks = [BestBySensitivity(detector, val, out, config),
                  keras.callbacks.TensorBoard(str(out / "tensorboard"))]
     history = trainer.fit(detection_dataset(train, model_config, config), epochs=config.epochs,
-                          callbacks=callbacks, verbose=verbose)
+                          callbacks=callbacks, verbose=verbose, shuffle=False)  # the dataset shuffles
     detector.save(out / "last.keras")
     result = {key: [float(v) for v in values] for key, values in history.history.items()}
     (out / "history.json").write_text(json.dumps(result, indent=2))
