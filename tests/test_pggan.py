@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mammogan_tf.errors import ConfigError
 from mammogan_tf.models.pggan import (CPGGANModelConfig, EqualizedConv2D, EqualizedDense, box_masks,
                                       build_cpggan, minibatch_stddev, resize_to)
 from mammogan_tf.training.families.base import StepContext
@@ -156,6 +157,8 @@ def test_family_losses_and_sampling(nets):
     # 16 steps per phase: 4 px, fade 8, 8, fade 16, 16
     assert [family.stage(s) for s in (0, 15, 16, 17, 40, 48, 49, 80, 99)] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert family.top == 2  # outside the loop: every resolution
+    with pytest.raises(ConfigError, match="output_size 16"):
+        family.check_data(SimpleNamespace(patch_size=64, path="runs/data/x"))
     ctx = StepContext(seed=tf.constant([1, 2], tf.int64), schedules={"progress": tf.Variable(1.5)},
                       global_batch_size=4)
     batch = {"real": {"image": tf.random.stateless_uniform((4, 16, 16, 1), (5, 6), -1, 1),

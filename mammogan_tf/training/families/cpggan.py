@@ -20,6 +20,7 @@ from typing import Mapping
 import numpy as np
 import tensorflow as tf
 
+from mammogan_tf.errors import ConfigError
 from mammogan_tf.models.pggan import CPGGANModelConfig, box_masks, build_cpggan, progressive_blend
 from mammogan_tf.training.families.base import Family, Phase
 from mammogan_tf.training.losses import discriminator_loss, generator_loss, gradient_penalty
@@ -64,6 +65,13 @@ class CPGGANFamily(Family):
     def build_networks(self) -> dict[str, object]:
         generator, discriminator = build_cpggan(self.model_config)
         return {"generator": generator, "discriminator": discriminator}
+
+    def check_data(self, data) -> None:
+        size = getattr(data, "patch_size", None)
+        if size not in (None, self.model_config.image_size):
+            raise ConfigError(f"model.image_size {self.model_config.image_size} differs from the {size} px images "
+                              f"of {getattr(data, 'path', 'the training data')}; prepare with patches.mode: whole "
+                              f"and patches.output_size {self.model_config.image_size}")
 
     def schedules(self) -> dict[str, object]:
         batch = int(getattr(self.train_config, "batch_size", 16) or 16)
