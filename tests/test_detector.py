@@ -277,3 +277,34 @@ def test_pipeline_flips_images_and_targets_together():
         np.testing.assert_array_equal(positive[0][:2], [(box[1] + box[3]) // 16, (box[0] + box[2]) // 16])
         seen.add(tuple(box))
     assert len(seen) > 1  # flips happen
+
+
+def test_detect_train_command_prepares_trains_and_reports(tmp_path):
+    import json
+
+    import yaml
+
+    from mammogan_tf.cli import main
+    from mammogan_tf.data.phantom import write_phantom
+    from mammogan_tf.data.whole import read_detection_set
+    table = write_phantom(tmp_path / "phantom", n_images=12, seed=4)
+    experiment = {
+        "name": "tiny", "output_dir": str(tmp_path / "runs"),
+        "prepare": {"images": str(table.parent), "annotations": str(table), "workers": 1,
+                    "patches": {"mode": "whole", "output_size": 32}, "split": {"fractions": [0.4, 0.3, 0.3]}},
+        "model": {"family": "detector", "image_size": 32, "width": 4, "max_width": 8, "strides": [8, 16],
+                  "anchors": [[[4, 4]], [[8, 8]]]},
+        "train": {"epochs": 1, "batch_size": 2},
+        "data": {"manifest": str(tmp_path / "whole")},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    assert main(["detect", "train", str(path), "--quiet"]) == 0
+    run = tmp_path / "runs" / "tiny"
+    metrics = json.loads((run / "metrics.json").read_text())
+    test = read_detection_set(tmp_path / "whole", "test")
+    assert metrics["iou_0.5"]["n_lesions"] == sum(len(b) for b in test.boxes)
+    assert metrics["iou_0.25"]["n_images"] == len(test) and 0 <= metrics["iou_0.25"]["sensitivity"] <= 1
+    assert metrics["train_images"] == {"real": len(read_detection_set(tmp_path / "whole", "train")), "synthetic": 0}
+    assert {"best.keras", "last.keras", "history.json", "tensorboard"} <= {p.name for p in run.iterdir()}
+    assert main(["detect", "train", str(tmp_path / "missing.yaml")]) == 2
