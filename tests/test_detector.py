@@ -306,5 +306,22 @@ def test_detect_train_command_prepares_trains_and_reports(tmp_path):
     assert metrics["iou_0.5"]["n_lesions"] == sum(len(b) for b in test.boxes)
     assert metrics["iou_0.25"]["n_images"] == len(test) and 0 <= metrics["iou_0.25"]["sensitivity"] <= 1
     assert metrics["train_images"] == {"real": len(read_detection_set(tmp_path / "whole", "train")), "synthetic": 0}
-    assert {"best.keras", "last.keras", "history.json", "tensorboard"} <= {p.name for p in run.iterdir()}
+    assert {"best.keras", "last.keras", "history.json", "tensorboard", "froc.png"} <= {p.name for p in run.iterdir()}
     assert main(["detect", "train", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_keras_applications_backbone_round_trip(tmp_path):
+    config = DetectorConfig(image_size=32, backbone="mobilenet_v2", width=4, max_width=8, strides=[8, 16],
+                            anchors=ANCHORS)
+    model = build_detector(config)
+    images = np.random.default_rng(1).uniform(-1, 1, (1, 32, 32, 1)).astype(np.float32)
+    outputs = model(images)
+    assert [tuple(o.shape) for o in outputs] == [(1, 4, 4, 1, 6), (1, 2, 2, 1, 6)]
+    model.trunk.save_weights(tmp_path / "trunk.weights.h5")
+    model.save(tmp_path / "m.keras")
+    for a, b in zip(outputs, keras.models.load_model(tmp_path / "m.keras")(images)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+    again = build_detector(config.model_copy(update={"backbone_weights": str(tmp_path / "trunk.weights.h5")}))
+    np.testing.assert_array_equal(again.trunk.weights[0].numpy(), model.trunk.weights[0].numpy())
+    with pytest.raises(ValueError, match="no downloads"):
+        DetectorConfig(backbone="resnet50", backbone_weights="imagenet")

@@ -2,7 +2,7 @@
 Han et al. 2019 to measure what GAN augmentation adds to detection.
 
 ``images (B, S, S, C) float32 in [-1, 1] -> [raw (B, S/s, S/s, A, 5 + K) for s in strides]``:
-a small CSP/Darknet-like backbone (conv-BN-LeakyReLU, stride-2 stages of cross-stage-partial
+a small CSP/Darknet-like backbone (or a ``keras.applications`` MobileNetV2 / ResNet50 trunk) (conv-BN-LeakyReLU, stride-2 stages of cross-stage-partial
 residual blocks), a top-down feature pyramid, and one 1x1 head per scale predicting, for each
 cell and each of its ``A`` anchors, ``(t_x, t_y, t_w, t_h, objectness logit, K class logits)``.
 
@@ -15,12 +15,23 @@ The loss, target assignment and training are in ``mammogan_tf.training.detection
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from mammogan_tf.errors import InputError
 from mammogan_tf.models.detector_config import DEFAULT_ANCHORS, DetectorConfig
 from mammogan_tf.models.layers import ConvBlock, register
+
+APPLICATION_LAYERS = {
+    "mobilenet_v2": ("MobileNetV2", {4: "block_3_expand_relu", 8: "block_6_expand_relu",
+                                     16: "block_13_expand_relu", 32: "out_relu"}),
+    "resnet50": ("ResNet50", {4: "conv2_block3_out", 8: "conv3_block4_out", 16: "conv4_block6_out",
+                              32: "conv5_block3_out"}),
+}
+"""keras.applications trunks: class name and the layer giving each stride's features."""
 
 OBJECTNESS_PRIOR = 0.01
 """Initial objectness probability (head bias log(p / (1 - p))): most cells hold no lesion."""
@@ -62,17 +73,24 @@ class YOLODetector(keras.Model):
 
     def __init__(self, image_size: int = 256, channels: int = 1, num_classes: int = 1, width: int = 16,
                  max_width: int = 256, depth: int = 1, strides=(8, 16, 32), anchors=DEFAULT_ANCHORS,
-                 **kwargs):
+                 backbone: str = "csp", **kwargs):
         super().__init__(**kwargs)
         self.image_size, self.channels, self.num_classes = image_size, channels, num_classes
-        self.width, self.max_width, self.depth = width, max_width, depth
+        self.width, self.max_width, self.depth, self.backbone = width, max_width, depth, backbone
         self.strides = [int(s) for s in strides]
         self.anchors = [[[float(v) for v in a] for a in scale] for scale in anchors]
         self.num_anchors = len(self.anchors[0])
         levels = int(np.log2(self.strides[-1]))
         widths = [min(width * 2 ** i, max_width) for i in range(levels + 1)]
-        self.stem = _conv(widths[0], 3)
-        self.stages = [CSPStage(widths[i + 1], depth) for i in range(levels)]
+        if backbone == "csp":
+            self.stem = _conv(widths[0], 3)
+            self.stages = [CSPStage(widths[i + 1], depth) for i in range(levels)]
+        else:
+            name, layers = APPLICATION_LAYERS[backbone]
+            self.trunk = getattr(keras.applications, name)(include_top=False, weights=None,
+                                                           input_shape=(image_size, image_size, 3))
+            self.trunk_features = keras.Model(self.trunk.input,
+                                              [self.trunk.get_layer(layers[s]).output for s in self.strides])
         self.outputs_at = [int(np.log2(s)) for s in self.strides]  # stage index of each scale
         self.laterals = [_conv(widths[i], 1) for i in self.outputs_at]
         self.merges = [_conv(widths[i], 3) for i in self.outputs_at[:-1]]
@@ -85,12 +103,21 @@ class YOLODetector(keras.Model):
                                           bias_initializer=keras.initializers.Constant(bias.reshape(-1)))
                       for _ in self.strides]
 
+    def backbone_features(self, inputs, training=None) -> dict:
+        """Backbone feature maps by level (log2 of the stride)."""
+        if self.backbone == "csp":
+            x, features = self.stem(inputs, training=training), {}
+            for level, stage in enumerate(self.stages, start=1):
+                x = stage(x, training=training)
+                features[level] = x
+            return features
+        rgb = tf.repeat(inputs, 3, axis=-1) if self.channels == 1 else inputs
+        if self.backbone == "resnet50":  # caffe-style input: BGR 0-255 minus the ImageNet means
+            rgb = keras.applications.resnet50.preprocess_input((rgb + 1.0) * 127.5)
+        return dict(zip(self.outputs_at, self.trunk_features(rgb, training=training)))
+
     def call(self, inputs, training=None):
-        x = self.stem(inputs, training=training)
-        features = {}
-        for level, stage in enumerate(self.stages, start=1):
-            x = stage(x, training=training)
-            features[level] = x
+        features = self.backbone_features(inputs, training)
         outputs, top = [], None
         for k in reversed(range(len(self.strides))):  # coarse to fine
             x = self.laterals[k](features[self.outputs_at[k]], training=training)
@@ -137,14 +164,19 @@ class YOLODetector(keras.Model):
     def get_config(self):
         return {**super().get_config(), "image_size": self.image_size, "channels": self.channels,
                 "num_classes": self.num_classes, "width": self.width, "max_width": self.max_width,
-                "depth": self.depth, "strides": self.strides, "anchors": self.anchors}
+                "depth": self.depth, "strides": self.strides, "anchors": self.anchors,
+                "backbone": self.backbone}
 
 
 def build_detector(config: DetectorConfig) -> YOLODetector:
     """A built ``YOLODetector`` from its config section."""
     model = YOLODetector(config.image_size, config.channels, config.num_classes, config.width,
-                         config.max_width, config.depth, config.strides, config.anchors)
+                         config.max_width, config.depth, config.strides, config.anchors, config.backbone)
     model(tf.zeros((1, config.image_size, config.image_size, config.channels)))
+    if config.backbone_weights:
+        if not Path(config.backbone_weights).is_file():
+            raise InputError(f"model.backbone_weights: {config.backbone_weights} does not exist")
+        model.trunk.load_weights(config.backbone_weights)
     return model
 
 

@@ -1,7 +1,7 @@
 """The ``model:`` section of a detector experiment (``family: detector``); TensorFlow-free."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -20,7 +20,10 @@ class DetectorConfig(Section):
     channels: int = Field(1, ge=1)
     num_classes: int = Field(1, ge=1, description="1 = lesion; more for e.g. mass / calcification")
     class_names: list[str] = Field(default_factory=lambda: ["lesion"])
-    backbone: Literal["csp"] = "csp"
+    backbone: Literal["csp", "mobilenet_v2", "resnet50"] = Field(
+        "csp", description="csp: written here; else a keras.applications trunk (grey repeated to RGB)")
+    backbone_weights: Optional[str] = Field(
+        None, description="keras.applications backbones: a local no-top weights file (.h5); none = random")
     width: int = Field(16, ge=4, description="channels of the stem; doubling per stage")
     max_width: int = Field(256, ge=4)
     depth: int = Field(1, ge=0, description="residual blocks per CSP stage")
@@ -39,6 +42,11 @@ class DetectorConfig(Section):
             raise ValueError(f"strides {self.strides}: increasing powers of two, e.g. [8, 16, 32]")
         if self.image_size % self.strides[-1]:
             raise ValueError(f"image_size {self.image_size} is not a multiple of stride {self.strides[-1]}")
+        if self.backbone_weights == "imagenet":
+            raise ValueError("backbone_weights: no downloads at run time; give the path of a local "
+                             "no-top weights file (e.g. from keras.applications on a connected machine)")
+        if self.backbone != "csp" and (self.strides[0] < 4 or self.strides[-1] > 32):
+            raise ValueError(f"strides {self.strides}: keras.applications backbones give strides 4 to 32")
         if len(self.class_names) != self.num_classes:
             raise ValueError(f"class_names has {len(self.class_names)} names for {self.num_classes} classes")
         return self

@@ -6,7 +6,8 @@ synthetic (synthetic shards of whole images with boxes, e.g. from the cPGGAN).
 ``train`` writes ``<output_dir>/<name>/`` with ``best.keras`` (highest validation sensitivity at
 ``train.select_fps`` FPs/image), ``last.keras``, ``history.json``, ``tensorboard/``, and
 ``metrics.json``: sensitivity, FPs per image, AP, mAP and the FROC curve at IoU 0.5 and 0.25 on
-the test split, at the detection threshold ``train.score_threshold`` (Han: 0.1 %).
+the test split, at the detection threshold ``train.score_threshold`` (Han: 0.1 %), and
+``froc.png`` (FROC curves at both IoU thresholds).
 """
 from __future__ import annotations
 
@@ -53,6 +54,10 @@ def run_detection_experiment(config: DetectionExperimentConfig, out_dir=None, ve
                                 max_detections=t.max_detections, num_classes=config.model.num_classes)
     metrics["train_images"] = {"real": len(real), "synthetic": len(train) - len(real)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    from mammogan_tf.evaluation.plots import plot_froc
+
+    plot_froc({f"IoU {key[4:]}": (m["froc"]["fps_per_image"], m["froc"]["sensitivity"])
+               for key, m in metrics.items() if key.startswith("iou_")}, out / "froc.png")
     return metrics
 
 
