@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "mammogan_tf.commands.config_commands",
     "mammogan_tf.data.commands",
     "mammogan_tf.training.commands",
+    "mammogan_tf.training.detection_commands",
     "mammogan_tf.synthesis.commands",
     "mammogan_tf.evaluation.commands",
     "mammogan_tf.studies.commands",

@@ -121,16 +121,26 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     return validate_config(data, model, source=str(path) if path is not None else "--set")
 
 
-def load_experiment(path: str | os.PathLike, overrides: list[str] | None = None):
-    """An experiment YAML validated by the config class its ``model.family`` needs: the downstream
-    classifier experiments (``family: classifier``) have their own; every GAN family uses
-    ``ExperimentConfig``."""
-    data = apply_overrides(read_yaml(path), overrides)
-    if (data.get("model") or {}).get("family") == "classifier":
-        from mammogan_tf.training.classifier import ClassifierExperimentConfig
+EXPERIMENT_CONFIGS = {
+    "classifier": "mammogan_tf.training.classifier:ClassifierExperimentConfig",
+    "detector": "mammogan_tf.training.detection_config:DetectionExperimentConfig",
+}
+"""``model.family`` -> the whole-experiment config class of the downstream models; every GAN
+family uses ``ExperimentConfig``."""
 
-        return validate_config(data, ClassifierExperimentConfig, source=str(path))
-    return validate_config(data, ExperimentConfig, source=str(path))
+
+def load_experiment(path: str | os.PathLike, overrides: list[str] | None = None):
+    """An experiment YAML validated by the config class its ``model.family`` needs
+    (``EXPERIMENT_CONFIGS``, else ``ExperimentConfig``)."""
+    import importlib
+
+    data = apply_overrides(read_yaml(path), overrides)
+    spec = EXPERIMENT_CONFIGS.get((data.get("model") or {}).get("family"))
+    model = ExperimentConfig
+    if spec is not None:
+        module, name = spec.split(":")
+        model = getattr(importlib.import_module(module), name)
+    return validate_config(data, model, source=str(path))
 
 
 def set_field(section: BaseModel, name: str, value: Any, source: str) -> None:

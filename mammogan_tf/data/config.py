@@ -34,7 +34,7 @@ class PatchConfig(Section):
     """Patch sampling. ``mode: lesion`` = Alyafi/Frid-Adar lesion-centred patches plus normal
     tissue; ``mode: contextual`` = Wu's 256 px patches with >= 90 % breast tissue."""
 
-    mode: Literal["lesion", "contextual"] = "lesion"
+    mode: Literal["lesion", "contextual", "whole"] = "lesion"
     size: int = Field(128, ge=8, description="patch side in image pixels before resizing")
     output_size: Optional[int] = Field(None, ge=8, description="resize patches to this side (e.g. 64)")
     lesion_types: list[str] = ["mass", "calcification", "architectural_distortion", "asymmetry", "other"]

@@ -178,24 +178,25 @@ def _native_stderr_silenced():
 
 
 def _shard_writer():
-    """``(serialize_encoded, write_shard)``; the first call imports TensorFlow quietly."""
+    """``(serialize_record, write_shard)``; the first call imports TensorFlow quietly."""
     if "tensorflow" not in sys.modules:
         with _native_stderr_silenced():
             import tensorflow  # noqa: F401
-    from mammogan_tf.data.shards import serialize_encoded, write_shard
+    from mammogan_tf.data.shards import write_shard
+    from mammogan_tf.data.whole import serialize_record
 
-    return serialize_encoded, write_shard
+    return serialize_record, write_shard
 
 
 def _finish_unit(staging: Path, name: str, results: list[dict]) -> None:
     """Write one unit's shard (if it has patches) and its record, both atomically."""
-    serialize_encoded, write_shard = _shard_writer()
+    serialize_record, write_shard = _shard_writer()
 
     records = [patch for result in results for patch in result["patches"]]
     shard = None
     if records:
         shard = f"shards/{name}.tfrecord"
-        write_shard(staging / shard, (serialize_encoded(**record) for record in records))
+        write_shard(staging / shard, (serialize_record(record) for record in records))
     write_json_atomic(staging / "units" / f"{name}.json", {
         "shard": shard,
         "counts": dict(Counter(r["lesion_type"] for r in records)),

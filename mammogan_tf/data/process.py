@@ -20,6 +20,7 @@ from mammogan_tf.data.images import DICOM_SUFFIXES, read_image, read_image_heade
 from mammogan_tf.data.preprocess import box_from_mask, breast_mask, centre_in_mask, lesion_mask, normalize_histogram
 from mammogan_tf.data.sampling import sample_contextual_patches, sample_lesion_patches, sample_normal_patches
 from mammogan_tf.data.table import label_of
+from mammogan_tf.data.whole import whole_records
 from mammogan_tf.errors import MammoganError
 
 
@@ -176,6 +177,9 @@ def process_image(job: ImageJob, config: PrepareConfig) -> dict:
                      "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3]} for kind in kinds]
     # The samplers keep only config.patches.lesion_types for lesion patches; every located
     # lesion is passed so that normal-tissue patches avoid all of them.
+    if config.patches.mode == "whole":  # one resized breast region with all its boxes
+        records = [] if unlocated else whole_records(image, breast, lesions, config.patches, job)
+        return {"patches": records, "rejected": rejected, "read": True}
     rng = image_rng(config.seed, job.image_id)
     if config.patches.mode == "contextual":
         patches = sample_contextual_patches(image, breast, lesions, config.patches, rng)

@@ -95,6 +95,7 @@ MODEL_CONFIGS = {
     "dcgan": "mammogan_tf.models.config:ModelConfig",
     "acgan": "mammogan_tf.models.config:ModelConfig",
     "contextual": "mammogan_tf.models.contextual_config:ContextualModelConfig",
+    "cpggan": "mammogan_tf.models.pggan_config:CPGGANModelConfig",
 }
 """``model.family`` -> its config class (``module:Class``), a ``Section`` with a ``family`` field."""
 

@@ -78,6 +78,7 @@ NETWORK_BUILDERS: dict[str, str] = {
     "dcgan": "mammogan_tf.models.registry:gan_networks",
     "acgan": "mammogan_tf.models.registry:gan_networks",
     "contextual": "mammogan_tf.models.contextual_config:build_contextual",
+    "cpggan": "mammogan_tf.models.pggan:cpggan_networks",
 }
 """``model.family`` -> ``module:function`` of ``config -> {name: built network}``."""
 

@@ -82,10 +82,24 @@ def _train_classifier(args) -> int:
     return 0
 
 
+def _train_detector(args) -> int:
+    """``model.family: detector``: the YOLO-style detector (= ``mammogan detect train``)."""
+    from mammogan_tf.training.detection_commands import train_command
+
+    if args.resume:
+        raise ConfigError("--resume: the detector trainer keeps best.keras and last.keras but does not resume "
+                          "a killed run; start it again")
+    return train_command(args)
+
+
+DOWNSTREAM = {"classifier": _train_classifier, "detector": _train_detector}
+"""Families trained by their own loops rather than the GAN engine."""
+
+
 def _train(args) -> int:
     config = load_experiment(args.experiment, args.overrides)
-    if config.model.family == "classifier":
-        return _train_classifier(args)
+    if config.model.family in DOWNSTREAM:
+        return DOWNSTREAM[config.model.family](args)
     if config.train.steps is None and config.train.epochs is None:
         raise ConfigError(f"{args.experiment}: train.steps or train.epochs must be given")
     progress = not args.quiet

@@ -13,6 +13,7 @@ FAMILIES = {
     "dcgan": "mammogan_tf.training.families.dcgan:DCGANFamily",
     "acgan": "mammogan_tf.training.families.acgan:ACGANFamily",
     "contextual": "mammogan_tf.training.families.contextual:ContextualFamily",
+    "cpggan": "mammogan_tf.training.families.cpggan:CPGGANFamily",
 }
 
 

@@ -1,0 +1,168 @@
+"""``family: cpggan``: Han et al.'s conditional progressive GAN with bounding boxes.
+
+Loss (Karras et al. 2018 / Gulrajani et al. 2017): D minimises ``D(fake) - D(real)`` + lambda *
+GP (uniform interpolation, ``training.losses.gradient_penalty``) + ``drift_weight * D(real)^2``;
+G minimises ``-D(fake)``. Both networks get the binary box mask of the batch's boxes
+(``"boxes"`` (b, N, 4) when the stream has it, else ``"box"`` (b, 4); -1 = none); the fakes
+are drawn inside the real batch's boxes, so G learns the training box distribution's conditions.
+
+Growth is the schedule ``progress`` (linear 0 -> 2K + 1 over the run by default, one unit per
+``images_per_phase`` images): [0, 1) trains the first resolution; then each resolution j + 1 is
+faded in over one unit and stabilised over the next (``level_from_progress``). Real images are
+blended exactly as G's output is (``progressive_blend``). ``stage(step)`` = ceil(level) lets the
+loop trace one step per grown resolution that skips the resolutions not grown yet; the sample
+grid (``generate``) shows the highest grown resolution at full weight.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from mammogan_tf.errors import ConfigError
+from mammogan_tf.models.pggan import CPGGANModelConfig, box_masks, cpggan_networks, progressive_blend
+from mammogan_tf.training.families.base import Family, Phase
+from mammogan_tf.training.losses import discriminator_loss, generator_loss, gradient_penalty
+
+
+def level_from_progress(progress, num_levels: int) -> tf.Tensor:
+    """Network level in [0, K] from the schedule ``progress`` in [0, 2K + 1] (module docstring)."""
+    t = tf.clip_by_value(tf.cast(progress, tf.float32) - 1.0, 0.0, 2.0 * num_levels)
+    stage = tf.floor(t / 2.0)
+    return tf.minimum(stage + tf.minimum(t - 2.0 * stage, 1.0), float(num_levels))
+
+
+def sample_boxes(reference, count: int, size: int, rng: np.random.Generator, jitter: float = 0.1) -> np.ndarray:
+    """``count`` boxes ``(count, 4)`` float32 pixels in a ``size`` image, from the training boxes
+    ``reference (N, 4)``: a random training box, its width and height scaled by U[1 - jitter,
+    1 + jitter] and its centre moved by up to ``jitter * size``, kept inside the image. Without
+    reference boxes: sides U[S/16, S/4], centres uniform."""
+    ref = np.asarray(reference if reference is not None else np.zeros((0, 4)), np.float64).reshape(-1, 4)
+    ref = ref[(ref[:, 2] > ref[:, 0]) & (ref[:, 3] > ref[:, 1])]
+    if len(ref):
+        pick = ref[rng.integers(0, len(ref), count)]
+        sides = (pick[:, 2:] - pick[:, :2]) * rng.uniform(1 - jitter, 1 + jitter, (count, 2))
+        centres = (pick[:, :2] + pick[:, 2:]) / 2 + rng.uniform(-jitter, jitter, (count, 2)) * size
+    else:
+        sides = rng.uniform(size / 16, size / 4, (count, 2))
+        centres = rng.uniform(0, size, (count, 2))
+    sides = np.clip(sides, 1.0, size)
+    lo = np.clip(centres - sides / 2, 0, size - sides)
+    return np.concatenate([lo, lo + sides], axis=1).astype(np.float32)
+
+
+class CPGGANFamily(Family):
+    """Conditional PGGAN with box masks; networks ``generator`` and ``discriminator``."""
+
+    name = "cpggan"
+    model_config: CPGGANModelConfig
+
+    def __init__(self, model_config, train_config):
+        super().__init__(model_config, train_config)
+        self.current_stage = None  # set by the loop before tracing; None = every resolution
+
+    def build_networks(self) -> dict[str, object]:
+        return cpggan_networks(self.model_config)
+
+    def check_data(self, data) -> None:
+        size = getattr(data, "patch_size", None)
+        if size not in (None, self.model_config.image_size):
+            raise ConfigError(f"model.image_size {self.model_config.image_size} differs from the {size} px images "
+                              f"of {getattr(data, 'path', 'the training data')}; prepare with patches.mode: whole "
+                              f"and patches.output_size {self.model_config.image_size}")
+
+    def schedules(self) -> dict[str, object]:
+        batch = int(getattr(self.train_config, "batch_size", 16) or 16)
+        units = 2 * self.model_config.num_levels + 1
+        steps = units * max(1, self.model_config.images_per_phase // batch)
+        return {"progress": {"kind": "linear", "start_step": 0, "end_step": steps,
+                             "start": 0.0, "end": float(units)}}
+
+    def stage(self, step: int) -> int:
+        """The highest resolution index in use at ``step``: ``ceil(level)`` of the ``progress``
+        schedule (``train.schedules.progress`` or the default); K for a non-linear schedule."""
+        schedule = dict(self.schedules()["progress"])
+        custom = getattr(self.train_config, "schedules", {}) or {}
+        if "progress" in custom:
+            given = custom["progress"]
+            schedule.update(given.model_dump() if hasattr(given, "model_dump") else dict(given))
+        if schedule.get("kind") != "linear":
+            return self.model_config.num_levels
+        span = max(schedule["end_step"] - schedule["start_step"], 1)
+        fraction = min(max((step - schedule["start_step"]) / span, 0.0), 1.0)
+        progress = schedule["start"] + fraction * (schedule["end"] - schedule["start"])
+        level = float(level_from_progress(progress, self.model_config.num_levels))
+        return min(int(np.ceil(level - 1e-6)), self.model_config.num_levels)
+
+    @property
+    def top(self) -> int:
+        """The stage the loop traced this step for (``current_stage``; K outside the loop)."""
+        stage = getattr(self, "current_stage", None)
+        return self.model_config.num_levels if stage is None else int(stage)
+
+    def phases(self) -> list[Phase]:
+        return [Phase("discriminator", "discriminator", self.discriminator_loss),
+                Phase("generator", "generator", self.generator_loss)]
+
+    # ------------------------------------------------------------------------------ losses
+    def level(self, ctx) -> tf.Tensor:
+        return level_from_progress(ctx.schedules["progress"], self.model_config.num_levels)
+
+    def _condition(self, stream: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        boxes = stream["boxes"] if "boxes" in stream else stream["box"]
+        return box_masks(boxes, self.model_config.image_size)
+
+    def _fakes(self, networks, masks, seed, level):
+        latent = tf.random.stateless_normal([tf.shape(masks)[0], self.model_config.latent_dim], seed)
+        return networks["generator"]({"latent": latent, "mask": masks}, level=level, top=self.top,
+                                     training=True)
+
+    def discriminator_loss(self, networks, batch, ctx):
+        """WGAN-GP critic loss with drift; terms and stats per example (b,)."""
+        real_stream = batch["real"]
+        level = self.level(ctx)
+        masks = self._condition(real_stream)
+        noise_seed, gp_seed = ctx.split(2)
+        fake = tf.stop_gradient(self._fakes(networks, masks, ctx.replica_seed(noise_seed), level))
+        real = progressive_blend(real_stream["image"], level, self.model_config.start_resolution,
+                                 self.model_config.num_levels)
+
+        def critic(images):
+            return networks["discriminator"]({"image": images, "mask": masks}, level=level, top=self.top,
+                                             training=True)
+
+        real_scores, fake_scores = critic(real), critic(fake)
+        config = self.model_config
+        terms = {"wasserstein": discriminator_loss("wasserstein", real_scores, fake_scores),
+                 "gradient_penalty": config.gp_weight * gradient_penalty(critic, real, fake,
+                                                                          ctx.replica_seed(gp_seed)),
+                 "drift": config.drift_weight * tf.square(real_scores[:, 0])}
+        stats = {"real_score": real_scores[:, 0], "fake_score": fake_scores[:, 0],
+                 "real_sign": tf.sign(real_scores[:, 0]), "level": tf.fill(tf.shape(real_scores[:, 0]), level)}
+        return terms, stats
+
+    def generator_loss(self, networks, batch, ctx):
+        """``-D(G(z, mask))`` per example, masks from the batch's real boxes."""
+        level = self.level(ctx)
+        masks = self._condition(batch["real"])
+        fake = self._fakes(networks, masks, ctx.replica_seed(ctx.split(1)[0]), level)
+        scores = networks["discriminator"]({"image": fake, "mask": masks}, level=level, top=self.top,
+                                           training=True)
+        return {"wasserstein": generator_loss("wasserstein", scores)}, {"fake_score": scores[:, 0]}
+
+    # ----------------------------------------------------------------------------- sampling
+    def fixed_inputs(self, networks, count: int, seed: int, data) -> dict[str, np.ndarray]:
+        """Latents and boxes sampled from the training boxes (``data.boxes`` (N, 4) when the run's
+        data gives them) with their masks: ``{"latent", "box", "mask"}``."""
+        rng = np.random.default_rng(seed)
+        size = self.model_config.image_size
+        boxes = sample_boxes(getattr(data, "boxes", None), count, size, rng)
+        return {"latent": rng.standard_normal((count, self.model_config.latent_dim)).astype(np.float32),
+                "box": boxes, "mask": box_masks(boxes, size).numpy()}
+
+    def generate(self, sampler, inputs) -> tf.Tensor:
+        top = self.top
+        images = sampler({"latent": inputs["latent"], "mask": inputs["mask"]}, level=float(top), top=top,
+                         training=False)
+        return tf.clip_by_value(images, -1.0, 1.0)
