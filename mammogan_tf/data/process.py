@@ -179,7 +179,7 @@ def process_image(job: ImageJob, config: PrepareConfig) -> dict:
     # lesion is passed so that normal-tissue patches avoid all of them.
     if config.patches.mode == "whole":  # one resized breast region with all its boxes
         records = [] if unlocated else whole_records(image, breast, lesions, config.patches, job)
-        return {"patches": records, "rejected": rejected, "read": True}
+        return {"patches": records, "rejected": rejected, "read": True, "mask_rules": dict(rules)}
     rng = image_rng(config.seed, job.image_id)
     if config.patches.mode == "contextual":
         patches = sample_contextual_patches(image, breast, lesions, config.patches, rng)
