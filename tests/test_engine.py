@@ -256,3 +256,17 @@ def test_sync_batch_norm_makes_every_batch_norm_layer_synchronised(tiny_shards, 
                   for layer in net._flatten_layers(include_self=False, recursive=True)
                   if isinstance(layer, keras.layers.BatchNormalization)]
         assert layers and all(layer.synchronized == flag for layer in layers)
+
+
+def test_frd_can_keep_best_during_training(tiny_shards, tmp_path):
+    """The in-training metric can be the Frechet Radiomics Distance (no backbone needed)."""
+    from mammogan_tf.training.loop import train
+    from mammogan_tf.training.run_log import read_metrics
+
+    manifest = tiny_shards(tmp_path / "data")
+    raw = tiny_experiment(manifest, 4, metric={"name": "frd", "every": 2, "n_samples": 12, "batch_size": 8},
+                          sample_every=100, checkpoint_every=100)
+    summary = train(validate_config(raw), tmp_path / "run", progress=False)
+    values = [r["frd"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl", "metric")]
+    assert len(values) == 2 and all(np.isfinite(v) and v > 0 for v in values)
+    assert summary["best"]["metric"] == "frd" and summary["best"]["value"] == pytest.approx(min(values))

@@ -49,7 +49,7 @@ def ensure_backbone(config: ExperimentConfig, manifest: Path, progress: bool = T
     """Fit the metric's ``classifier:PATH`` backbone on the training data when it is missing
     and ``train.metric.fit_backbone_if_missing`` is set."""
     metric = config.train.metric
-    if metric.name == "none" or not metric.backbone.startswith("classifier:"):
+    if metric.name in ("none", "frd") or not metric.backbone.startswith("classifier:"):
         return
     path = Path(metric.backbone[len("classifier:"):].split(":")[0])
     if path.is_file():

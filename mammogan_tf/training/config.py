@@ -95,7 +95,8 @@ class AugmentConfig(Section):
 class MetricConfig(Section):
     """The metric that keeps ``best/`` (Alyafi's FID-guided saving)."""
 
-    name: Literal["fid", "kid", "none"] = "fid"
+    name: Literal["fid", "kid", "frd", "none"] = Field(
+        "fid", description="fid / kid in the backbone's feature space; frd: radiomic features, no backbone")
     backbone: str = Field("inception_v3", description="inception_v3[:WEIGHTS] | classifier:PATH[:LAYER] | random")
     fit_backbone_if_missing: bool = Field(
         False, description="classifier:PATH absent -> fit it on the training data first (quickstart)")

@@ -14,7 +14,12 @@ import tensorflow as tf
 
 
 class TrainingMetric:
-    """FID or KID (``config.name``) of the sampler against the real patches of ``config.split``.
+    """FID, KID or FRD (``config.name``) of the sampler against the real patches of ``config.split``.
+
+    FID/KID: in the feature space of ``config.backbone``, against cached real statistics. FRD
+    (Frechet Radiomics Distance, ``evaluation.frd``): radiomic features of ``n_samples`` real
+    patches of the primary stream in ``config.split`` (its first ones, computed once per process) against
+    those of the generated patches; no backbone.
 
     ``data``: the run's ``TrainingData`` (manifest and the primary stream's classes);
     ``backbone``: a feature ``Backbone`` (default: ``config.backbone`` loaded); ``chief``: whether
@@ -24,8 +29,17 @@ class TrainingMetric:
     def __init__(self, config, data, backbone=None, chief: bool = True, progress: bool = True,
                  cache_dir=None):
         self.config, self.chief = config, chief
-        self.reference = None
-        if chief:
+        self.reference = self.real_radiomics = None
+        if chief and config.name == "frd":
+            from mammogan_tf.evaluation.radiomics import radiomic_features
+
+            from mammogan_tf.training.data import TrainingData
+
+            primary = data.streams[data.primary]
+            split = TrainingData(data.path, config.split, {"real": primary}, 1, cache=False)
+            images = split.records(primary).take(config.n_samples).map(lambda example: example["image"])
+            self.real_radiomics = radiomic_features(np.stack(list(images.as_numpy_iterator())))
+        elif chief:
             from mammogan_tf.evaluation.reference import RealReference
 
             primary = data.streams[data.primary]
@@ -36,6 +50,11 @@ class TrainingMetric:
 
     def value(self, images: np.ndarray) -> float:
         """The metric of generated ``images (N, S, S, 1)`` in [-1, 1] (chief only)."""
+        if self.real_radiomics is not None:
+            from mammogan_tf.evaluation.frd import frd_from_features
+            from mammogan_tf.evaluation.radiomics import radiomic_features
+
+            return float(frd_from_features(self.real_radiomics, radiomic_features(images)))
         scores = self.reference.score(images, seed=self.config.seed)
         return float(scores["fid" if self.config.name == "fid" else "kid"])
 
