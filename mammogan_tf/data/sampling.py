@@ -54,6 +54,10 @@ class Patch:
         mask: ``(S, S) bool`` lesion mask inside the patch (this lesion's ROI mask when given,
             else its box), or None for normal tissue.
         kind: ``"lesion"``, ``"normal"`` or ``"contextual"``.
+        copy_index: which of a lesion's patches this is: 0 = the lesion's original (lesion
+            mode: centred, un-jittered; contextual mode: its first draw), 1, 2, ... = further
+            augmented copies. Normal-tissue patches are all originals (0). Evaluation and test
+            sets keep ``copy_index == 0`` to count every lesion once.
     """
 
     pixels: np.ndarray
@@ -64,6 +68,7 @@ class Patch:
     scale: float
     mask: Optional[np.ndarray] = None
     kind: str = "lesion"
+    copy_index: int = 0
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -188,7 +193,8 @@ def sample_lesion_patches(image: np.ndarray, breast: np.ndarray, lesions: Sequen
     (``too_large: skip``) or the crop side becomes ``ceil(side * lesion_margin)`` and the crop
     is resized to fit (``too_large: resize``). Output side: ``config.output_size`` or
     ``config.size``. The first of ``config.patches_per_lesion`` crops is centred on the box
-    centre; the others are shifted by a random integer jitter of at most
+    centre and not augmented (the original, ``copy_index`` 0); the others (``copy_index`` 1,
+    2, ...) are shifted by a random integer jitter of at most
     ``min(crop / 8, (crop - box side) / 2)`` pixels per axis, so the box stays inside.
 
     Args:
@@ -233,7 +239,7 @@ def sample_lesion_patches(image: np.ndarray, breast: np.ndarray, lesions: Sequen
                 origin=(x0, y0, x0 + side, y0 + side),
                 scale=float(scale),
                 mask=resize_mask(crop(own, x0, y0, side), out_side),
-                kind="lesion",
+                kind="lesion", copy_index=index,
             ))
     return patches
 
@@ -311,7 +317,7 @@ def sample_normal_patches(image: np.ndarray, breast: np.ndarray, lesion_mask: Op
 
 def _contextual_patch(image: np.ndarray, x0: int, y0: int, side: int, out_side: int,
                       rng: np.random.Generator, config: PatchConfig, lesion_type: str, pathology: str,
-                      box: Optional[Box], own: Optional[np.ndarray]) -> Patch:
+                      box: Optional[Box], own: Optional[np.ndarray], copy_index: int = 0) -> Patch:
     """Crop, resize to ``out_side``, then flip left/right (p = 0.5, ``config.flip``) and rotate by
     ``k * 90`` degrees (k uniform in 0..3, ``config.rot90``); the box and mask follow."""
     scale = out_side / side
@@ -332,6 +338,7 @@ def _contextual_patch(image: np.ndarray, x0: int, y0: int, side: int, out_side: 
         lesion_type=lesion_type, pathology=pathology, bbox=bbox,
         origin=(x0, y0, x0 + side, y0 + side), scale=float(scale),
         mask=np.ascontiguousarray(mask) if mask is not None else None, kind="contextual",
+        copy_index=copy_index,
     )
 
 
@@ -355,7 +362,9 @@ def sample_contextual_patches(image: np.ndarray, breast: np.ndarray, lesions: Se
       lesion box (of its ROI mask when the dict has ``mask``), then an integer offset of the
       patch centre from that pixel, uniform per axis in ``[-max_offset, max_offset]`` pixels at
       ``config.size`` scale (``max_offset / factor`` crop pixels; paper: 0 to 128 px either way),
-      limited so the pixel stays inside the crop.
+      limited so the pixel stays inside the crop. A lesion's first patch is its original
+      (``copy_index`` 0), the next ones are copies 1, 2, ... (every patch of this mode is
+      augmented, so the original is only the one patch that stands for the lesion).
     - Normal patches, ``config.contextual_normal_per_image``: crops inside the image centred
       near a random breast pixel that touch no lesion pixel (all lesions with a box, whatever
       their type).
@@ -382,6 +391,7 @@ def sample_contextual_patches(image: np.ndarray, breast: np.ndarray, lesions: Se
         pixels_on = np.flatnonzero(own)
         if pixels_on.size == 0:
             continue
+        made = 0
         for _ in range(config.contextual_per_lesion):
             for _ in range(config.max_tries):
                 side = _crop_side(config, rng)
@@ -392,7 +402,8 @@ def sample_contextual_patches(image: np.ndarray, breast: np.ndarray, lesions: Se
                 if window_sum(breast_table, x0, y0, side) >= config.min_breast_fraction * side * side:
                     patches.append(_contextual_patch(
                         image, x0, y0, side, out_side, rng, config, str(lesion["lesion_type"]),
-                        str(lesion.get("pathology") or "unknown"), box, own))
+                        str(lesion.get("pathology") or "unknown"), box, own, copy_index=made))
+                    made += 1
                     break
     boxes = [box for box in (lesion_box(lesion) for lesion in lesions) if box is not None]
     rois = [lesion["mask"] for lesion in lesions if lesion.get("mask") is not None]
