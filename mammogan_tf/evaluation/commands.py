@@ -19,12 +19,15 @@ def _evaluate(args) -> int:
         lesion_types=_types(args.lesion_types), size=args.size, limit=args.limit, batch_size=args.batch_size,
         kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets, k=args.k,
         percentile=args.percentile, pixel_candidates=args.pixel_candidates, tsne=not args.no_tsne,
-        frd=not args.no_frd, seed=args.seed, progress=not args.quiet)
-    memo = metrics["memorisation"]
+        frd=not args.no_frd, seed=args.seed, all_copies=args.all_copies, progress=not args.quiet)
+    memo, compared = metrics["memorisation"], metrics["comparison"]
     frd = "" if metrics.get("frd") is None else f"  FRD {metrics['frd']:.4f}"
     print(f"FID {metrics['fid']:.4f}{frd}  KID {metrics['kid']['mean']:.5f} +- {metrics['kid']['std']:.5f}  "
           f"precision {metrics['precision']:.3f}  recall {metrics['recall']:.3f}  density {metrics['density']:.3f}  "
           f"coverage {metrics['coverage']:.3f}")
+    print(f"compared with {metrics['counts']['real_lesion']} real "
+          f"{', '.join(compared['real_lesion_types'] or ['folder'])} patches "
+          f"({'originals only' if compared['copies'] == 'originals' else 'all copies'}; see report.md)")
     print(f"memorisation: {memo['n_flagged']} of {memo['n_synthetic']} synthetic images flagged")
     print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'report.md'}")
     return 0
@@ -129,7 +132,11 @@ def register(subparsers) -> None:
     ev.add_argument("--real-split", default="train", help="split of --real shards (default: train)")
     ev.add_argument("--synthetic-split", default=None, help="split of --synthetic shards (default: all)")
     ev.add_argument("--train-split", default="train", help="split of --train-real shards (default: train)")
-    ev.add_argument("--lesion-types", help="real lesion classes to compare, comma-separated (default: all but normal)")
+    ev.add_argument("--lesion-types", help="real lesion classes to compare, comma-separated (default: those the "
+                                           "synthetic provenance names, else all but normal)")
+    ev.add_argument("--all-copies", action="store_true",
+                    help="compare every prepared patch of each real lesion, augmented copies included "
+                         "(default: the original patch of each lesion only)")
     ev.add_argument("--size", type=int, help="resize every image to SIZE x SIZE first")
     ev.add_argument("--limit", type=int, help="use at most this many images per set (seeded)")
     ev.add_argument("--batch-size", type=int, default=32)

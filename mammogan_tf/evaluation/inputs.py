@@ -2,7 +2,10 @@
 
 ``load_image_set(source, ...)`` returns an :class:`ImageSet`: images ``(N, S, S, 1)`` float32 in
 [-1, 1] (the package's network convention), one id and one lesion type (None for a folder) per
-image, and a digest of the source that cache keys and reports use.
+image, and a digest of the source that cache keys and reports use. Per image it also keeps the
+shard ``copy_index`` (0 = a lesion's original patch, always 0 for folders and older shards) and
+the lesion type its synthetic provenance names (the ``class`` of ``synthesis.export.provenance``
+in a shard record, a PNG text chunk or a DICOM private block; None when there is none).
 
 * ``source`` is a manifest (``manifest.json`` or its folder) with ``"splits"``: the records of the
   chosen split(s) are read through ``mammogan_tf.data.make_dataset`` in file order.
@@ -16,6 +19,7 @@ float32, antialiased when shrinking), the same filter the feature backbones use.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +33,9 @@ from mammogan_tf.manifest import MANIFEST_NAME, read_manifest, sha256_file
 
 IMAGE_SUFFIXES = (".png", ".dcm", ".dicom")
 NORMAL = "normal"
+UNNAMED = "other"
+"""Provenance class of an unconditional generator trained on several lesion types
+(``synthesis.sampling.LoadedGenerator.class_name``): it names no one type."""
 
 
 @dataclass
@@ -43,6 +50,13 @@ class ImageSet:
     kind: str  # "shards" or "folder"
     split: str | None = None
     extra: dict = field(default_factory=dict)
+    copy_index: list[int] | None = None
+    named_types: list[str | None] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        self.copy_index = [0] * n if self.copy_index is None else [int(c) for c in self.copy_index]
+        self.named_types = [None] * n if self.named_types is None else list(self.named_types)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -58,7 +72,8 @@ class ImageSet:
         index = np.flatnonzero(keep) if keep.dtype == bool else keep.astype(np.int64)
         return ImageSet(self.images[index], [self.ids[i] for i in index],
                         [self.lesion_types[i] for i in index], self.source, self.digest, self.kind,
-                        self.split, dict(self.extra))
+                        self.split, dict(self.extra), [self.copy_index[i] for i in index],
+                        [self.named_types[i] for i in index])
 
     def where_lesion(self, lesion_types: Sequence[str] | None = None) -> np.ndarray:
         """(N,) bool: a lesion (any type but normal, or one of ``lesion_types``); unlabelled
@@ -66,6 +81,19 @@ class ImageSet:
         wanted = set(lesion_types) if lesion_types else None
         return np.array([t is None or (t in wanted if wanted else t != NORMAL) for t in self.lesion_types],
                         dtype=bool)
+
+    def where_original(self) -> np.ndarray:
+        """(N,) bool: a lesion's original patch (``copy_index`` 0), not one of its augmented
+        copies; normal-tissue patches and folder images always count as originals."""
+        return np.array([c == 0 for c in self.copy_index], dtype=bool)
+
+    def provenance_lesion_types(self) -> list[str] | None:
+        """The lesion types the images' provenance names, sorted; None when some image names
+        none or names ``other`` (an unconditional generator trained on several types)."""
+        named = set(self.named_types)
+        if not named or None in named or UNNAMED in named:
+            return None
+        return sorted(named)
 
     def where_normal(self) -> np.ndarray:
         """(N,) bool: labelled normal tissue."""
@@ -108,25 +136,42 @@ def _split_names(manifest: dict, split: str | Sequence[str] | None) -> list[str]
     return [split] if isinstance(split, str) else list(split)
 
 
-def _load_shards(path: Path, split, progress: bool) -> tuple[np.ndarray, list[str], list[str], str]:
+def _named_type(record: dict) -> str | None:
+    """The lesion type a provenance dict names (its ``class``), or None."""
+    name = record.get("class") if isinstance(record, dict) else None
+    return str(name) if name else None
+
+
+def _shard_provenance(text: bytes) -> str | None:
+    try:
+        return _named_type(json.loads(text)) if text else None
+    except ValueError:
+        return None
+
+
+def _load_shards(path: Path, split, progress: bool) -> tuple[np.ndarray, list[str], list[str], str, dict]:
+    """Images, ids, lesion types, split names and ``{"copy_index", "named_types"}`` of a manifest."""
     from mammogan_tf.data import make_dataset
 
     manifest = read_manifest(path)
     names = _split_names(manifest, split)
     if not names:
         raise InputError(f"{path}: the manifest lists no shard splits")
-    images, ids, types = [], [], []
+    images, ids, types, copies, named = [], [], [], [], []
     bar = tqdm(desc=f"reading {path.parent.name}", unit="img", disable=not progress, leave=False)
     for batch in make_dataset(path, names, batch_size=256, shuffle=False, as_dict=True):
         images.append(batch["image"].numpy())
         for image_id, lesion_type in zip(batch["image_id"].numpy(), batch["lesion_type"].numpy()):
             ids.append(f"{image_id.decode()}#{len(ids)}")
             types.append(lesion_type.decode())
+        copies += [int(c) for c in batch["copy_index"].numpy()]
+        named += [_shard_provenance(p) for p in batch["provenance"].numpy()]
         bar.update(len(batch["image"]))
     bar.close()
     if not images:
         raise InputError(f"{path}: split(s) {', '.join(names)} hold no images")
-    return np.concatenate(images).astype(np.float32), ids, types, ",".join(names)
+    return (np.concatenate(images).astype(np.float32), ids, types, ",".join(names),
+            {"copy_index": copies, "named_types": named})
 
 
 def list_image_files(folder: str | os.PathLike) -> list[Path]:
@@ -135,7 +180,22 @@ def list_image_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _load_folder(folder: Path, size: int | None, progress: bool) -> tuple[np.ndarray, list[str], str]:
+def file_provenance_type(path: Path) -> str | None:
+    """The lesion type named by the provenance of a PNG or DICOM written by ``mammogan
+    synthesize`` (``synthesis.export``), or None when the file carries none."""
+    from mammogan_tf.synthesis.export import read_dicom_provenance, read_png_provenance
+
+    try:
+        if path.suffix.lower() == ".png":
+            return _named_type(read_png_provenance(path))
+        import pydicom
+
+        return _named_type(read_dicom_provenance(pydicom.dcmread(path, stop_before_pixels=True)))
+    except Exception:  # noqa: BLE001 - a file without readable provenance names no lesion type
+        return None
+
+
+def _load_folder(folder: Path, size: int | None, progress: bool) -> tuple[np.ndarray, list[str], str, list]:
     from mammogan_tf.data.images import read_image
 
     files = list_image_files(folder)
@@ -155,7 +215,8 @@ def _load_folder(folder: Path, size: int | None, progress: bool) -> tuple[np.nda
     if images[0].shape[0] != images[0].shape[1]:
         raise InputError(f"{files[0]}: patches must be square, got {images[0].shape}; pass --size")
     stack = np.stack(images).astype(np.float32)[..., None] * 2.0 - 1.0
-    return stack, [str(p.relative_to(folder)) for p in files], digest.hexdigest()
+    named = [file_provenance_type(path) for path in files]
+    return stack, [str(p.relative_to(folder)) for p in files], digest.hexdigest(), named
 
 
 def load_image_set(source: str | os.PathLike, split: str | Sequence[str] | None = None,
@@ -167,14 +228,15 @@ def load_image_set(source: str | os.PathLike, split: str | Sequence[str] | None 
     source = Path(source)
     manifest = manifest_path(source)
     if manifest is not None and "splits" in read_manifest(manifest):
-        images, ids, types, split_name = _load_shards(manifest, split, progress)
+        images, ids, types, split_name, per_image = _load_shards(manifest, split, progress)
         if size is not None:
             images = resize_images(images, size)
         image_set = ImageSet(images, ids, types, str(manifest.parent.resolve()), sha256_file(manifest),
-                             "shards", split_name)
+                             "shards", split_name, **per_image)
     elif source.is_dir():
-        images, ids, digest = _load_folder(source, size, progress)
-        image_set = ImageSet(images, ids, [None] * len(ids), str(source.resolve()), digest, "folder")
+        images, ids, digest, named = _load_folder(source, size, progress)
+        image_set = ImageSet(images, ids, [None] * len(ids), str(source.resolve()), digest, "folder",
+                             named_types=named)
     else:
         raise InputError(f"{source}: neither a folder of images nor a manifest with shard splits")
     if limit is not None and limit < len(image_set):

@@ -14,9 +14,13 @@
 
 The output folder is built in ``OUT.partial`` and renamed into place when complete, with a
 ``manifest.json`` (stage "evaluate") that records the inputs and the sha256 of every file.
-Real shard inputs are split into lesions (every class but normal, or ``lesion_types``) and
-normal tissue; the metrics compare synthetic images with the real lesions. FID and KID depend
-on the number of images: compare runs with equal counts (``metrics.json`` records them).
+Real shard inputs are split into lesions and normal tissue; the metrics compare synthetic
+images with the real lesions of the type(s) the synthetic images' provenance names (``class``
+of ``synthesis.export.provenance``; ``lesion_types`` overrides it; every type but normal when
+neither names one), one original patch per real lesion (``copy_index`` 0: prepare's augmented
+copies are left out unless ``all_copies``). ``metrics["comparison"]`` and ``report.md`` say what
+was compared. FID and KID depend on the number of images: compare runs with equal counts
+(``metrics.json`` records them).
 """
 from __future__ import annotations
 
@@ -61,6 +65,33 @@ def _cap(image_set: ImageSet, n: int | None, seed: int) -> ImageSet:
     return image_set.subset(np.sort(np.random.default_rng(seed).choice(len(image_set), n, replace=False)))
 
 
+def _select(image_set: ImageSet, lesion_types: Sequence[str] | None, all_copies: bool) -> ImageSet:
+    """The real lesions compared: of ``lesion_types`` (None = all but normal), originals only
+    unless ``all_copies``."""
+    keep = image_set.where_lesion(lesion_types)
+    return image_set.subset(keep if all_copies else keep & image_set.where_original())
+
+
+def _comparison(real_all: ImageSet, real_lesion: ImageSet, synth: ImageSet, lesion_types, source: str,
+                all_copies: bool) -> dict:
+    """What was compared: real lesion types and where they came from, copies, counts, split."""
+    chosen = real_all.where_lesion(lesion_types)
+    named = {}
+    for name in synth.named_types:
+        named[name or "none"] = named.get(name or "none", 0) + 1
+    per_type = {}
+    for name in real_lesion.lesion_types:
+        per_type[name or "unlabelled"] = per_type.get(name or "unlabelled", 0) + 1
+    labelled = real_all.kind == "shards"
+    listed = sorted(per_type) if lesion_types is None else list(lesion_types)
+    return {"real_lesion_types": listed if labelled else None,
+            "lesion_types_from": source, "copies": "all" if all_copies else "originals",
+            "real_split": real_all.split, "real_labelled": labelled,
+            "real_lesion_per_type": dict(sorted(per_type.items())),
+            "real_copies_left_out": 0 if all_copies else int((chosen & ~real_all.where_original()).sum()),
+            "synthetic_named_types": dict(sorted(named.items()))}
+
+
 def _input_record(image_set: ImageSet) -> dict:
     manifest = manifest_path(image_set.source) if image_set.kind == "shards" else None
     record = input_record(manifest) if manifest else {"path": image_set.source, "sha256": image_set.digest}
@@ -74,31 +105,41 @@ def run_evaluation(real: str | os.PathLike, synthetic: str | os.PathLike, out_di
                    size: int | None = None, limit: int | None = None, batch_size: int = 32,
                    kid_subset_size: int = 1000, kid_subsets: int = 100, k: int = 5, percentile: float = 1.0,
                    pixel_candidates: int = 50, tsne: bool = True, frd: bool = True, seed: int = 0,
-                   progress: bool = True) -> dict:
+                   all_copies: bool = False, progress: bool = True) -> dict:
     """Evaluate synthetic against real patches and write ``out_dir`` (see the module doc).
 
-    backbone: a spec for ``features.load_backbone`` or a loaded ``Backbone``. ``limit`` caps
-    each set at that many images (seeded). ``frd``: also compute the Frechet Radiomics Distance
-    (``metrics["frd"]``; None when off). Returns the metrics dict written to ``metrics.json``.
+    backbone: a spec for ``features.load_backbone`` or a loaded ``Backbone``. ``lesion_types``:
+    real lesion classes to compare (None = those the synthetic provenance names, else all but
+    normal); ``all_copies``: also compare prepare's augmented copies of each real lesion (default:
+    originals only). ``limit`` caps each set at that many images (seeded). ``frd``: also compute
+    the Frechet Radiomics Distance (``metrics["frd"]``; None when off). Returns the metrics dict
+    written to ``metrics.json``.
     """
     from mammogan_tf.evaluation.features import extract_features, load_backbone
 
     extractor = load_backbone(backbone) if isinstance(backbone, str) else backbone
+    synth = load_image_set(synthetic, synthetic_split, size, limit=limit, seed=seed, progress=progress)
+    source = "option"
+    if lesion_types is None:
+        lesion_types = synth.provenance_lesion_types()
+        source = "all" if lesion_types is None else "provenance"
     real_all = load_image_set(real, real_split, size, progress=progress)
-    real_lesion = _cap(real_all.subset(real_all.where_lesion(lesion_types)), limit, seed)
+    real_lesion = _cap(_select(real_all, lesion_types, all_copies), limit, seed)
     real_normal = _cap(real_all.subset(real_all.where_normal()), min(limit or TSNE_MAX_PER_GROUP,
                                                                      TSNE_MAX_PER_GROUP), seed)
-    synth = load_image_set(synthetic, synthetic_split, size, limit=limit, seed=seed, progress=progress)
     if len(real_lesion) < 2 or len(synth) < 2:
-        raise InputError(f"need at least 2 real lesion and 2 synthetic images, got {len(real_lesion)} "
-                         f"({real_all.source}) and {len(synth)} ({synth.source})")
+        which = f"{'/'.join(lesion_types) if lesion_types else 'lesion'} {'patches' if all_copies else 'originals'}"
+        raise InputError(f"need at least 2 real {which} and 2 synthetic images, got {len(real_lesion)} "
+                         f"({real_all.source}, split {real_all.split}) and {len(synth)} ({synth.source}); "
+                         "choose with --lesion-types or --all-copies")
+    comparison = _comparison(real_all, real_lesion, synth, lesion_types, source, all_copies)
     same_train = train_real is None or (Path(train_real).resolve() == Path(real).resolve()
                                         and train_split == real_split)
     if same_train:
         train = real_lesion
     else:
         train_all = load_image_set(train_real, train_split, size, progress=progress)
-        train = _cap(train_all.subset(train_all.where_lesion(lesion_types)), limit, seed)
+        train = _cap(_select(train_all, lesion_types, all_copies), limit, seed)
 
     def features(image_set: ImageSet, name: str) -> np.ndarray:
         return extract_features(extractor, image_set.images, batch_size, progress, desc=f"features {name}")
@@ -134,13 +175,15 @@ def run_evaluation(real: str | os.PathLike, synthetic: str | os.PathLike, out_di
         "inputs": {"real": real_all.record(), "synthetic": synth.record(),
                    "train_real": None if same_train else train.record()},
         "lesion_types": list(lesion_types) if lesion_types else None,
+        "comparison": comparison,
         "seed": seed, "package_version": __version__, "figures": figures,
     })
     write_json_atomic(staging / "metrics.json", metrics)
     (staging / "report.md").write_text(render_report(metrics), encoding="utf-8")
     inputs = [_input_record(real_all), _input_record(synth)] + ([] if same_train else [_input_record(train)])
     config = {"backbone": extractor.spec, "real_split": real_split, "synthetic_split": synthetic_split,
-              "train_split": train_split, "lesion_types": metrics["lesion_types"], "size": size, "limit": limit,
+              "train_split": train_split, "lesion_types": metrics["lesion_types"], "all_copies": all_copies,
+              "size": size, "limit": limit,
               "batch_size": batch_size, "kid_subset_size": kid_subset_size, "kid_subsets": kid_subsets, "k": k,
               "percentile": percentile, "pixel_candidates": pixel_candidates, "tsne": tsne, "frd": frd,
               "seed": seed}
@@ -195,6 +238,31 @@ def _where(record: dict) -> str:
     return f"shards, split {record['split']}" if record["kind"] == "shards" else "folder"
 
 
+TYPES_FROM = {"option": "chosen with --lesion-types",
+              "provenance": "the type(s) the synthetic images' provenance names",
+              "all": "every lesion type: the synthetic images' provenance names no lesion type "
+                     "(choose with --lesion-types)"}
+
+
+def _compared(m: dict) -> list[str]:
+    """report.md lines saying exactly which real patches the synthetic ones were compared with."""
+    c = m.get("comparison")
+    if not c:
+        return []
+    named = ", ".join(f"{'no lesion type' if name == 'none' else name} {n}"
+                      for name, n in c["synthetic_named_types"].items())
+    if not c["real_labelled"]:
+        return ["- compared: every real image of the folder (no lesion types or copies recorded there); "
+                f"synthetic provenance names: {named}"]
+    per_type = ", ".join(f"{name} {n}" for name, n in c["real_lesion_per_type"].items()) or "none"
+    copies = ("one patch per real lesion (its original, prepare's copy 0), "
+              f"{c['real_copies_left_out']} augmented copies left out (--all-copies keeps them)"
+              if c["copies"] == "originals" else "every patch of each real lesion, augmented copies included")
+    return [f"- compared: real {', '.join(c['real_lesion_types'])} ({TYPES_FROM[c['lesion_types_from']]}), "
+            f"split {c['real_split']}: {per_type}; {copies}",
+            f"- synthetic provenance names: {named}"]
+
+
 def render_report(metrics: dict) -> str:
     """``report.md`` from a metrics dict (figures are linked by their file names)."""
     m, memo, counts, backbone = metrics, metrics["memorisation"], metrics["counts"], metrics["backbone"]
@@ -204,6 +272,7 @@ def render_report(metrics: dict) -> str:
         f"- real: `{inputs['real']['source']}` ({_where(inputs['real'])}): "
         f"{counts['real_lesion']} lesion patches compared, {counts['real_normal']} normal patches for t-SNE",
         f"- synthetic: `{inputs['synthetic']['source']}` ({_where(inputs['synthetic'])}): {counts['synthetic']} images",
+        *_compared(m),
         f"- memorisation reference: {counts['train_real']} real training images ({memo['against']})",
         f"- backbone: `{backbone['spec']}` ({backbone['dim']}-d features, input {backbone['input_size']} px, "
         f"{backbone['channels']} channel(s)); resize: {m['resize_method']}",
