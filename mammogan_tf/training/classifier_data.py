@@ -77,8 +77,10 @@ class TaskData:
         return int(sum(counts.get(t, 0) for t in self.classes[self.class_names[class_index]]))
 
     def stream(self, manifest_path: Path, split: str | list[str], class_index: int | None, *, shuffle: bool,
-               repeat: bool, seed: int) -> tf.data.Dataset:
-        """Unbatched elements of one split (of one class when ``class_index`` is given)."""
+               repeat: bool, seed: int, originals_only: bool = False) -> tf.data.Dataset:
+        """Unbatched elements of one split (of one class when ``class_index`` is given); with
+        ``originals_only`` only each lesion's original patch (``copy_index`` 0), as validation
+        and test sets must hold every real lesion once."""
         manifest = read_manifest(manifest_path)
         class_of = self._class_of(manifest)
         if class_index is not None:
@@ -87,6 +89,8 @@ class TaskData:
         types = [manifest["classes"][k] for k in class_of] or None
         dataset = make_dataset(manifest_path, split, None, shuffle=shuffle, repeat=repeat, seed=seed, as_dict=True,
                                lesion_types=types, shuffle_buffer=2048)
+        if originals_only:
+            dataset = dataset.filter(lambda example: tf.equal(example["copy_index"], 0))
         return dataset.filter(keep).map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def training(self, split, mixing: MixingConfig, augment: str, seed: int, start: int
@@ -121,10 +125,12 @@ class TaskData:
         return mixed, sources
 
     def evaluation(self, split: str, batch_size: int) -> tf.data.Dataset | None:
-        """Batched elements of ``split`` in a fixed order, or None when the split is absent/empty."""
+        """Batched elements of ``split`` in a fixed order, each real lesion once (its original patch;
+        augmented copies are for training only), or None when the split is absent/empty."""
         if not self.info.get("splits", {}).get(split):
             return None
-        return self.stream(self.path, split, None, shuffle=False, repeat=False, seed=0).batch(batch_size)
+        return self.stream(self.path, split, None, shuffle=False, repeat=False, seed=0,
+                           originals_only=True).batch(batch_size)
 
 
 def collect(model, dataset: tf.data.Dataset | None) -> dict[str, np.ndarray] | None:
