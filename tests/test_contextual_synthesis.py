@@ -20,7 +20,7 @@ TINY = ["prepare.manufacturers=[]", "prepare.processed_only=false", "prepare.pat
         "model.generator.base_filters=4", "model.generator.max_filters=8", "model.generator.center_filters=8",
         "model.discriminator.base_filters=4", "model.discriminator.max_filters=8", "model.progressive.enabled=false",
         "train.steps=1", "train.batch_size=2", "train.metric.name=none", "train.checkpoint_every=1",
-        "train.sample_every=1", "train.log_every=1", "train.data.phantom_images=6"]
+        "train.sample_every=1", "train.log_every=1"]
 
 
 @pytest.fixture(scope="session")
