@@ -125,11 +125,11 @@ def test_synthesize_provenance_postprocessing_and_determinism(contextual_run, tm
     run, data, _ = contextual_run
     _patched(monkeypatch, Boosted)
     generator = Boosted(load_generator(run, "last").generator)
-    assert _synthesize(run, data, tmp_path / "a", "--seed", "3", "--batch-size", "4") == 0
+    assert _synthesize(run, data, tmp_path / "a", "--seed", "3", "--batch-size", "4", "--n", "8") == 0
     assert _synthesize(run, data, tmp_path / "b", "--seed", "3", "--batch-size", "1", "--n", "3") == 0
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["source_split"] == "train" and manifest["mode"] == "add"
-    assert manifest["discarded"]["count"] == 0 and manifest["sources"] >= 4
+    assert manifest["discarded"]["count"] == 0 and manifest["sources"] == 8
     a, b = _records(tmp_path / "a"), _records(tmp_path / "b")
     assert len(a) == manifest["sources"] and len(b) == 3
     for first, second in zip(a[:3], b):  # the same source index gives the same pixels in any batching
@@ -235,3 +235,47 @@ def test_reinsert_full_images_and_table_read_by_prepare(contextual_run, tmp_path
     again = json.loads((prepared / "manifest.json").read_text())
     assert set(again["patients"]) == set(table.patient_id)
     assert sum(c.get("mass", 0) for c in again["counts"].values()) > 0
+
+
+class Darkened(Boosted):
+    """The disk subtracted instead of added: a "negative lesion" for removal."""
+
+    def __call__(self, images, noise, alpha=None, training=False):
+        out = super().__call__(images, noise, alpha, training)
+        out[..., 0] = -np.clip(out[..., 0], 0, 1)
+        out[..., 2] = np.clip(out[..., 1] + out[..., 0], -1, 1)
+        return out
+
+
+def test_removal_mode_and_png_sources(contextual_run, tmp_path, monkeypatch):
+    """mode remove reads the run's lesion patches, keeps the negative lesion, writes ``normal``;
+    a PNG folder works as --from, each output naming its source file."""
+    import mammogan_tf.synthesis.synthesize as synthesize
+    from mammogan_tf.synthesis.export import read_png_provenance, write_png
+
+    run, data, _ = contextual_run
+    real = synthesize.load_generator
+
+    def load(run_dir, checkpoint="best"):
+        loaded = real(run_dir, checkpoint)
+        loaded.generator = Darkened(loaded.generator)
+        loaded.model_config = loaded.model_config.model_copy(update={"mode": "remove"})
+        return loaded
+
+    monkeypatch.setattr(synthesize, "load_generator", load)
+    assert _synthesize(run, data, tmp_path / "removed", "--n", "2", "--format", "png") == 0
+    manifest = json.loads((tmp_path / "removed" / "manifest.json").read_text())
+    assert manifest["mode"] == "remove" and manifest["counts"] == {"normal": 2}
+    for name in manifest["files"]:
+        provenance = read_png_provenance(tmp_path / "removed" / name)
+        assert provenance["class"] == "normal" and provenance["postprocess"]["removal"] is True
+        assert provenance["source_patch_id"].startswith("train-")  # a lesion patch of the train split
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, source in enumerate(list(_sources(data).values())[:2]):
+        write_png(folder / f"{i}-{source.image_id}.png", (source.pixels + 1) / 2, {})
+    assert _synthesize(run, folder, tmp_path / "from_png", "--format", "png") == 0
+    manifest = json.loads((tmp_path / "from_png" / "manifest.json").read_text())
+    assert manifest["source_kind"] == "png" and manifest["sources"] == 2 and manifest["source_split"] is None
+    names = sorted(read_png_provenance(tmp_path / "from_png" / f)["source_patch_id"] for f in manifest["files"])
+    assert names == sorted(p.name for p in folder.glob("*.png"))

@@ -18,7 +18,8 @@ def _synthesize(args) -> int:
     line = (f"wrote {per_class} synthetic patches ({args.format}) to {args.out} from "
             f"{manifest['inputs'][1]['path']} (sha256 {manifest['generator_sha256'][:16]}...)")
     if "discarded" in manifest:
-        line += (f"; sources: {manifest['sources']} from split {manifest['source_split']}, "
+        origin = f"split {manifest['source_split']}" if manifest["source_split"] else "the PNG folder"
+        line += (f"; sources: {manifest['sources']} from {origin}, "
                  f"{manifest['discarded']['count']} discarded (post-processed lesion below 10 % of the patch)")
     if "reinserted" in manifest:
         line += f"; {len(manifest['reinserted'])} full images and lesions.csv in {args.out}/reinserted"
