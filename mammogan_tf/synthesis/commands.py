@@ -1,4 +1,6 @@
-"""``mammogan synthesize --run RUN_DIR | --model EXPORT_DIR --n N --out DIR [--format ...]`` and
+"""``mammogan synthesize --run RUN_DIR | --model EXPORT_DIR --n N --out DIR [--format ...]``, for a
+contextual run ``mammogan synthesize --run RUN --from PREPARE_DIR|PNG_DIR [--split S] [--n N]
+[--reinsert PREPARE_DIR|TABLE] --out DIR``, and
 ``mammogan export --run RUN_DIR --out DIR [--checkpoint best|last] [--onnx] [--evaluation DIR] [--vtt JSON]``."""
 from __future__ import annotations
 
@@ -8,11 +10,20 @@ def _synthesize(args) -> int:
 
     manifest = run_synthesize(args.run, args.n, args.out, fmt=args.format, checkpoint=args.checkpoint,
                               class_name=args.class_name, seed=args.seed, batch_size=args.batch_size,
-                              progress=not args.quiet, model_dir=args.model)
-    counts = manifest["counts"].get("train", manifest["counts"])
-    per_class = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
-    print(f"wrote {per_class} synthetic patches ({args.format}) to {args.out} from "
-          f"{manifest['inputs'][1]['path']} (sha256 {manifest['generator_sha256'][:16]}...)")
+                              progress=not args.quiet, model_dir=args.model, source=args.source,
+                              split=args.split, reinsert=args.reinsert)
+    counts = manifest["counts"]
+    counts = counts.get(manifest.get("source_split") or "train", counts) if "splits" in manifest else counts
+    per_class = ", ".join(f"{n} {name}" for name, n in sorted(counts.items())) or "0"
+    line = (f"wrote {per_class} synthetic patches ({args.format}) to {args.out} from "
+            f"{manifest['inputs'][1]['path']} (sha256 {manifest['generator_sha256'][:16]}...)")
+    if "discarded" in manifest:
+        origin = f"split {manifest['source_split']}" if manifest["source_split"] else "the PNG folder"
+        line += (f"; sources: {manifest['sources']} from {origin}, "
+                 f"{manifest['discarded']['count']} discarded (post-processed lesion below 10 % of the patch)")
+    if "reinserted" in manifest:
+        line += f"; {len(manifest['reinserted'])} full images and lesions.csv in {args.out}/reinserted"
+    print(line)
     return 0
 
 
@@ -33,7 +44,12 @@ def register(subparsers) -> None:
     source.add_argument("--run", help="training run folder (mammogan-train output)")
     source.add_argument("--model", help="a `mammogan export` folder instead of a run (same pixels and provenance)")
     parser.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
-    parser.add_argument("--n", type=int, required=True, help="number of patches")
+    parser.add_argument("--n", type=int, help="number of patches (contextual: at most N sources, default all)")
+    parser.add_argument("--from", dest="source", help="contextual runs: a prepare output (its normal patches for "
+                        "mode add, lesion patches for remove) or a folder of PNG patches")
+    parser.add_argument("--split", help="split of the --from prepare output (default train)")
+    parser.add_argument("--reinsert", help="contextual runs: a prepare output or lesion table of the full images; "
+                        "writes them with the synthetic lesion blended back, plus lesions.csv")
     parser.add_argument("--class", dest="class_name", help="class name or index (conditional generators)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--format", default="shards", choices=("shards", "png", "dicom"))

@@ -32,20 +32,25 @@ RECORDS_PER_SHARD = 4096
 class _ShardOutput:
     """Records of ``data.shards`` with ``synthetic=1`` and the provenance JSON."""
 
-    def __init__(self, folder: Path, loaded):
+    def __init__(self, folder: Path, loaded, split: str = "train"):
         from mammogan_tf.data.shards import ShardWriter
 
-        self.writer = ShardWriter(folder / "shards", "train", per_shard=RECORDS_PER_SHARD)
+        self.writer = ShardWriter(folder / "shards", split, per_shard=RECORDS_PER_SHARD)
         self.prefix = f"synthetic-{loaded.sha256[:12]}"
 
-    def write(self, index: int, pixels, lesion_type: str, record: dict) -> None:
+    def write(self, index: int, pixels, lesion_type: str, record: dict, **fields) -> None:
+        """``fields`` override the record's defaults (patient_id "SYNTHETIC", kind "lesion", no
+        box, origin or mask; contextual patches keep their source's patient, origin and mask)."""
         from mammogan_tf.data.shards import serialize_patch
 
         kind = lesion_type if lesion_type in LESION_TYPES else "other"
+        values = {"pathology": "unknown", "patient_id": "SYNTHETIC", "kind": "lesion", **fields}
         self.writer.write(serialize_patch(
-            pixels, label=LESION_TYPES.index(kind), lesion_type=kind, pathology="unknown", patient_id="SYNTHETIC",
-            image_id=f"{self.prefix}-{record['seed']}-{index:07d}", kind="lesion", synthetic=True,
-            provenance=record))
+            pixels, label=LESION_TYPES.index(kind), lesion_type=kind,
+            image_id=self.image_id(record["seed"], index), synthetic=True, provenance=record, **values))
+
+    def image_id(self, seed: int, index: int) -> str:
+        return f"{self.prefix}-{seed}-{index:07d}"
 
     def finish(self) -> list[str]:
         self.writer.close_shard()
@@ -59,7 +64,8 @@ class _FileOutput:
         self.folder, self.files = folder, []
         self.series = DicomSeries(f"{loaded.model_config.family} lesion patches") if fmt == "dicom" else None
 
-    def write(self, index: int, pixels, lesion_type: str, record: dict) -> None:
+    def write(self, index: int, pixels, lesion_type: str, record: dict, **fields) -> None:
+        """``fields`` (shard-only record fields) are ignored: the provenance carries them."""
         name = f"synthetic-{lesion_type}-{index:07d}.{'dcm' if self.series else 'png'}"
         if self.series is not None:
             self.series.write(self.folder / name, pixels, record, number=index + 1)
@@ -71,15 +77,19 @@ class _FileOutput:
         return self.files
 
 
-def run_synthesize(run_dir: str | os.PathLike | None, n: int, out_dir: str | os.PathLike, *, fmt: str = "shards",
-                   checkpoint: str = "best", class_name: str | int | None = None, seed: int = 0,
-                   batch_size: int = 64, progress: bool = True, model_dir: str | os.PathLike | None = None) -> dict:
+def run_synthesize(run_dir: str | os.PathLike | None, n: int | None, out_dir: str | os.PathLike, *,
+                   fmt: str = "shards", checkpoint: str = "best", class_name: str | int | None = None, seed: int = 0,
+                   batch_size: int = 64, progress: bool = True, model_dir: str | os.PathLike | None = None,
+                   source: str | os.PathLike | None = None, split: str | None = None,
+                   reinsert: str | os.PathLike | None = None) -> dict:
     """Generate ``n`` patches from ``run_dir``'s ``checkpoint`` (or from the ``mammogan export``
     folder ``model_dir`` instead) into ``out_dir`` as ``fmt``; returns the manifest. Image ``i``
-    depends only on (checkpoint, seed, i[, class]): an export gives the run's pixels and provenance."""
+    depends only on (checkpoint, seed, i[, class]): an export gives the run's pixels and provenance.
+    A contextual run reads real patches from ``source`` (``--from``; at most ``n``, all when None)
+    of ``split`` and may ``reinsert`` them into full images (``contextual_stage``)."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
-    if n < 1 or batch_size < 1:
+    if (n is not None and n < 1) or batch_size < 1:
         raise ConfigError(f"--n {n} / --batch-size {batch_size}: both must be >= 1")
     if (run_dir is None) == (model_dir is None):
         raise ConfigError("give either --run or --model")
@@ -89,6 +99,20 @@ def run_synthesize(run_dir: str | os.PathLike | None, n: int, out_dir: str | os.
         loaded = load_export(model_dir)
     else:
         loaded = load_generator(run_dir, checkpoint)
+    if loaded.model_config.family == "contextual":
+        if source is None or run_dir is None:
+            raise ConfigError("a contextual run synthesizes from real patches: give --run RUN and --from "
+                              "PREPARE_DIR_OR_PNG_FOLDER")
+        from mammogan_tf.synthesis.contextual_stage import DEFAULT_SPLIT, run_contextual_synthesize
+
+        return run_contextual_synthesize(loaded, source, out_dir, run_dir=run_dir, checkpoint=checkpoint,
+                                         split=split or DEFAULT_SPLIT, n=n, seed=seed, fmt=fmt,
+                                         batch_size=batch_size, reinsert_from=reinsert, progress=progress)
+    if source is not None or reinsert is not None:
+        raise ConfigError(f"--from / --reinsert apply to contextual runs; {run_dir or model_dir} holds a "
+                          f"{loaded.model_config.family} generator (it samples latents: give --n)")
+    if n is None:
+        raise ConfigError("--n: how many patches to generate")
     class_index = loaded.class_index(class_name)
     staging = partial_dir(out_dir)
     shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,111 @@
+"""The ``synthesize`` stage for a contextual run: ``--from`` real patches -> marked synthetic patches
+[-> ``--reinsert`` full mammograms and their lesion table].
+
+Output folder (built in ``<out>.partial``, renamed into place when complete)::
+
+    manifest.json   stage "synthesize": inputs (run manifest, checkpoint, source manifest, full-image
+                    table), settings, ``source_split``, counts, ``discarded`` (count and the
+                    source patch ids whose post-processed lesion was discarded: no output for
+                    them), sha256 of every file; for shards the keys of a prepare manifest, the
+                    shards under the SOURCE split's name (``splits`` {split: [...]}), so data made
+                    from test patients can never pass as training data
+    shards/<split>-NNNNN.tfrecord | synthetic-<type>-NNNNNNN.png | .dcm    the post-processed patches
+    reinserted/synthetic-NNNNNNN.png|.dcm, reinserted/lesions.csv          with --reinsert
+
+Shard records keep the source's ``patient_id`` and ``origin``, the post-processed lesion's box
+(``bbox``, patch pixels) and mask (soft mask >= 0.5), ``kind`` "contextual", ``synthetic`` 1 and
+the provenance JSON (``contextual.contextual_provenance``).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from mammogan_tf.data.table import LESION_TYPES
+from mammogan_tf.errors import ConfigError
+from mammogan_tf.manifest import MANIFEST_NAME, build_manifest, input_record, partial_dir, publish, write_json_atomic
+from mammogan_tf.synthesis.contextual import (batches, contextual_provenance, generate_contextual, open_sources,
+                                              output_lesion_type, output_pathology, read_sources, source_lesion_type)
+from mammogan_tf.synthesis.export import to_unit
+from mammogan_tf.synthesis.postprocess import mask_box
+
+DEFAULT_SPLIT = "train"
+"""Default ``--split`` of a prepare manifest: synthetic images usually augment a downstream
+training set, and drawing their sources from the training patients leaves the validation and
+test patients untouched."""
+
+
+def run_contextual_synthesize(loaded, source_path: str | os.PathLike, out_dir: str | os.PathLike, *,
+                              run_dir, checkpoint: str = "best", split: str = DEFAULT_SPLIT, n: int | None = None,
+                              seed: int = 0, fmt: str = "shards", batch_size: int = 16,
+                              reinsert_from: str | os.PathLike | None = None, progress: bool = True) -> dict:
+    """Apply the contextual generator ``loaded`` to the sources at ``source_path``; returns the manifest."""
+    from mammogan_tf.synthesis.synthesize import _FileOutput, _ShardOutput
+
+    model = loaded.model_config
+    sources = open_sources(source_path, split)
+    table = None
+    if reinsert_from is not None:
+        if sources.kind != "prepare":
+            raise ConfigError("--reinsert needs --from a prepare output (PNG patches carry no origin)")
+        from mammogan_tf.synthesis.full_images import FullImageWriter, full_image_table
+
+        table, table_source = full_image_table(reinsert_from)
+    out_split = sources.split or "train"
+    staging = partial_dir(out_dir)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    output = _ShardOutput(staging, loaded, out_split) if fmt == "shards" else _FileOutput(staging, loaded, fmt)
+    full = FullImageWriter(staging / "reinserted", table, model, fmt) if table is not None else None
+    lesion_type, removal = output_lesion_type(model), model.mode == "remove"
+    counts, discarded, reinserted = Counter(), [], []
+    stream = read_sources(sources, source_lesion_type(model), model.image_size, n)
+    with tqdm(unit="patch", desc="synthesize", disable=not progress) as bar:
+        for batch in batches(stream, batch_size):
+            for source, result in zip(batch, generate_contextual(loaded.generator, batch, seed, removal)):
+                bar.update()
+                if not result.kept:
+                    discarded.append(source.patch_id)
+                    continue
+                record = contextual_provenance(loaded, seed, source, lesion_type, result)
+                box = mask_box(result.mask)
+                output.write(source.index, to_unit(result.image), lesion_type, record, patient_id=source.patient_id,
+                             kind="contextual", origin=source.origin, bbox=box, mask=result.mask >= 0.5,
+                             pathology=output_pathology(model))
+                counts[lesion_type] += 1
+                if full is not None:
+                    reinserted.append({"source_index": source.index,
+                                       **full.write(source.index, source, result.image, result.mask, record)})
+    seen = sum(counts.values()) + len(discarded)
+    if seen == 0:
+        raise ConfigError(f"--from {source_path}: no {source_lesion_type(model)} patches"
+                          + (f" in split '{split}'" if sources.split else ""))
+    files = output.finish() + ([f"reinserted/{f}" for f in full.finish()] if full is not None else [])
+    settings = {"run": str(Path(run_dir).resolve()), "checkpoint": checkpoint, "from": str(Path(source_path).resolve()),
+                "split": sources.split, "n": n, "seed": seed, "format": fmt, "batch_size": batch_size,
+                "reinsert": str(Path(reinsert_from).resolve()) if reinsert_from is not None else None}
+    inputs = [input_record(Path(run_dir) / MANIFEST_NAME),
+              {**input_record(loaded.checkpoint + ".index"), "generator_sha256": loaded.sha256}]
+    if sources.kind == "prepare":
+        inputs.append(input_record(sources.path / MANIFEST_NAME))
+    if table is not None:
+        inputs.append(input_record(table_source))
+    extra = {"generator_sha256": loaded.sha256, "checkpoint_step": loaded.step, "format": fmt, "synthetic": True,
+             "model_family": model.family, "mode": model.mode, "source_split": sources.split,
+             "source_kind": sources.kind, "sources": seen,
+             "discarded": {"count": len(discarded), "source_patch_ids": discarded},
+             "classes": list(LESION_TYPES), "patch_size": model.image_size}
+    if full is not None:
+        extra["reinserted"] = reinserted
+    if fmt == "shards":
+        extra["splits"] = {out_split: [f for f in files if f.startswith("shards/")]}
+    manifest = build_manifest("synthesize", staging, config=settings, inputs=inputs,
+                              counts={out_split: dict(counts)} if fmt == "shards" else dict(counts),
+                              files=files, extra=extra)
+    write_json_atomic(staging / MANIFEST_NAME, manifest)
+    publish(staging, out_dir)
+    return manifest
