@@ -21,18 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-PRESETS = {
-    "fridadar64": "fridadar2018_dcgan_mass.yaml",
-    "fridadar64_acgan": "fridadar2018_acgan.yaml",
-    "alyafi128": "alyafi2019_dcgan_mass.yaml",
-    "mias64": "mias_dcgan_mass.yaml",
-    "quickstart": "quickstart.yaml",
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.presets import PRESETS, load_preset  # noqa: E402
 
 def step_flops(g_forward: int, d_forward: int, d_steps: int = 1, g_steps: int = 1) -> int:
     """FLOPs of one training step per image of the global batch (see the module doc)."""
@@ -59,19 +54,23 @@ def main() -> None:
     parser.add_argument("--strategy", default="default", choices=("default", "mirrored", "multi_worker"))
     parser.add_argument("--mixed-precision", choices=("float16", "bfloat16"))
     parser.add_argument("--jit", action="store_true", help="XLA-compile the replica computations")
+    parser.add_argument("--intra-op", type=int, default=0, help="TF intra-op threads (0: TF default)")
+    parser.add_argument("--inter-op", type=int, default=0, help="TF inter-op threads (0: TF default)")
     args = parser.parse_args()
+    if args.intra_op or args.inter_op:
+        import tensorflow as tf
 
-    from mammogan_tf.config import load_config
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
+
     from mammogan_tf.models.registry import flops_per_image
     from mammogan_tf.training import schedules
     from mammogan_tf.training.gan_loop import GANTrainer, RandomData
 
-    path = args.config or EXPERIMENTS / PRESETS[args.preset]
-    overrides = [f"train.batch_size={args.batch}", f"train.strategy={args.strategy}",
-                 f"train.jit_compile={str(args.jit).lower()}", "train.metric.name=none"]
+    overrides = [f"train.strategy={args.strategy}", f"train.jit_compile={str(args.jit).lower()}"]
     if args.mixed_precision:
         overrides.append(f"train.mixed_precision={args.mixed_precision}")
-    config = load_config(path, overrides)
+    config = load_preset(args.config or args.preset, args.batch, overrides)
     trainer = GANTrainer(config.model, config.train)
     train = config.train
     data = RandomData(config.model.image_size, args.batch, trainer.num_classes)
@@ -98,12 +97,14 @@ def main() -> None:
         "preset": args.preset if args.config is None else str(args.config), "image_size": config.model.image_size,
         "family": config.model.family, "batch": args.batch, "steps": args.steps, "strategy": args.strategy,
         "replicas": trainer.replicas, "device": _device(), "mixed_precision": args.mixed_precision,
-        "jit_compile": args.jit, "seconds": round(seconds, 3), "steps_per_second": round(steps_per_s, 3),
+        "jit_compile": args.jit, "threads": [args.intra_op, args.inter_op], "seconds": round(seconds, 3), "steps_per_second": round(steps_per_s, 3),
         "images_per_second": round(steps_per_s * args.batch * train.d_steps, 2),
         "generator_gflop_per_image": round(g_flops / 1e9, 4), "discriminator_gflop_per_image": round(d_flops / 1e9, 4),
         "step_gflop_per_image": round(per_image / 1e9, 4),
         "achieved_gflop_per_second": round(per_image * args.batch * steps_per_s / 1e9, 2),
         "warmup_seconds": round(warmup_s, 2),
+        "params": {name: int(sum(v.numpy().size for v in model.trainable_variables))
+                   for name, model in (("generator", trainer.generator), ("discriminator", trainer.discriminator))},
         "final_d_loss": round(float(stats["d_loss"]), 4), "final_g_loss": round(float(stats["g_loss"]), 4),
     }
     print(json.dumps(result))
