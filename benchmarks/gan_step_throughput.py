@@ -14,7 +14,10 @@ convolutions and dense layers, 2 per multiply-add) with the usual backward = 2 x
   G update, per image:  G forward and backward (3 G) + D forward and input-gradient backward (2 D)
   step = d_steps * (G + 6 D) + g_steps * (3 G + 2 D) per image of the global batch.
 "images_per_second" counts the B real images of each D update (B * d_steps per step).
-Prints progress lines, then one JSON object on the last line.
+Also reports achieved TFLOP/s, MFU (over ``PEAK_TFLOPS`` of the device, FP32 or 16-bit tensor
+cores under mixed precision; the dev CPU's 0.1565 on CPU) and peak memory (device, or the
+process' max RSS on CPU). ``measure()`` is the same as a function (``gpu_suite.py`` uses it).
+Prints one JSON object on the last line.
 """
 from __future__ import annotations
 
@@ -34,14 +37,98 @@ def step_flops(g_forward: int, d_forward: int, d_steps: int = 1, g_steps: int = 
     return d_steps * (g_forward + 6 * d_forward) + g_steps * (3 * g_forward + 2 * d_forward)
 
 
-def _device() -> str:
+# Dense peak TFLOP/s (FP32 without tensor cores, 16-bit with) by device name, for MFU.
+PEAK_TFLOPS = {"H200": (67.0, 989.0), "H100": (67.0, 989.0), "A100": (19.5, 312.0), "L40S": (91.6, 362.0),
+               "L4": (30.3, 121.0), "A10": (31.2, 125.0), "V100": (15.7, 125.0), "T4": (8.1, 65.0)}
+CPU_PEAK_TFLOPS = 0.1565  # 2 cores x 2.445 GHz x 32 FP32 FLOP/cycle (AVX-512 FMA) on the dev machine
+
+
+def _device() -> tuple[str, list]:
+    """(description, GPU devices)."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
-        return f"{len(gpus)} x {details.get('device_name', 'GPU')}"
-    return f"CPU ({platform.processor() or platform.machine()})"
+        return f"{len(gpus)} x {details.get('device_name', 'GPU')}", gpus
+    return f"CPU ({platform.processor() or platform.machine()})", []
+
+
+def peak_tflops(device: str, gpus: list, mixed: bool) -> float:
+    """Peak TFLOP/s of all devices together (0 when the GPU model is unknown)."""
+    if not gpus:
+        return CPU_PEAK_TFLOPS
+    for name, (fp32, half) in PEAK_TFLOPS.items():
+        if name in device:
+            return len(gpus) * (half if mixed else fp32)
+    return 0.0
+
+
+def _peak_memory_mb(gpus: list) -> float:
+    """Peak device memory over all GPUs since the last reset; on CPU the process' max RSS."""
+    import tensorflow as tf
+
+    if gpus:
+        return sum(tf.config.experimental.get_memory_info(f"GPU:{i}")["peak"] for i in range(len(gpus))) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(preset, batch: int = 64, steps: int = 20, warmup: int = 3, strategy: str = "default",
+            mixed_precision: str | None = None, jit: bool = False, overrides: list[str] | None = None) -> dict:
+    """Time ``steps`` full training steps of ``preset`` (name or YAML path); the result dict."""
+    from mammogan_tf.models.registry import flops_per_image
+    from mammogan_tf.training import schedules
+    from mammogan_tf.training.gan_loop import GANTrainer, RandomData
+    import tensorflow as tf
+
+    settings = [f"train.strategy={strategy}", f"train.jit_compile={str(jit).lower()}", *(overrides or [])]
+    if mixed_precision:
+        settings.append(f"train.mixed_precision={mixed_precision}")
+    config = load_preset(preset, batch, settings)
+    device, gpus = _device()
+    for i in range(len(gpus)):
+        tf.config.experimental.reset_memory_stats(f"GPU:{i}")
+    trainer = GANTrainer(config.model, config.train)
+    train = config.train
+    data = RandomData(config.model.image_size, batch, trainer.num_classes)
+    iterator = trainer.distribute(data.epoch(0, (warmup + steps) * train.d_steps))
+    real_label = schedules.real_label(train.real_label, train.seed, epoch=0)
+
+    start = time.perf_counter()
+    for step in range(warmup):
+        stats = trainer.train_step(iterator, step, real_label)
+    float(stats["d_loss"])
+    warmup_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for step in range(warmup, warmup + steps):
+        stats = trainer.train_step(iterator, step, real_label)
+    float(stats["d_loss"])  # wait for the last step
+    seconds = time.perf_counter() - start
+
+    g_flops = flops_per_image(trainer.generator)
+    d_flops = flops_per_image(trainer.discriminator)
+    per_image = step_flops(g_flops, d_flops, train.d_steps, train.g_steps)
+    steps_per_s = steps / seconds
+    flops_per_s = per_image * batch * steps_per_s
+    peak = peak_tflops(device, gpus, bool(mixed_precision))
+    return {
+        "preset": str(preset), "image_size": config.model.image_size, "family": config.model.family,
+        "batch": batch, "steps": steps, "strategy": strategy, "replicas": trainer.replicas, "device": device,
+        "mixed_precision": mixed_precision, "jit_compile": jit, "seconds": round(seconds, 3),
+        "steps_per_second": round(steps_per_s, 3),
+        "images_per_second": round(steps_per_s * batch * train.d_steps, 2),
+        "generator_gflop_per_image": round(g_flops / 1e9, 4), "discriminator_gflop_per_image": round(d_flops / 1e9, 4),
+        "step_gflop_per_image": round(per_image / 1e9, 4),
+        "achieved_gflop_per_second": round(flops_per_s / 1e9, 2),
+        "achieved_tflop_per_second": float(f"{flops_per_s / 1e12:.4g}"),
+        "mfu": float(f"{flops_per_s / 1e12 / peak:.4g}") if peak else None, "peak_tflops": peak,
+        "peak_memory_mb": round(_peak_memory_mb(gpus), 1), "warmup_seconds": round(warmup_s, 2),
+        "params": {name: int(sum(v.numpy().size for v in model.trainable_variables))
+                   for name, model in (("generator", trainer.generator), ("discriminator", trainer.discriminator))},
+        "final_d_loss": round(float(stats["d_loss"]), 4), "final_g_loss": round(float(stats["g_loss"]), 4),
+    }
 
 
 def main() -> None:
@@ -56,57 +143,16 @@ def main() -> None:
     parser.add_argument("--jit", action="store_true", help="XLA-compile the replica computations")
     parser.add_argument("--intra-op", type=int, default=0, help="TF intra-op threads (0: TF default)")
     parser.add_argument("--inter-op", type=int, default=0, help="TF inter-op threads (0: TF default)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = parser.parse_args()
     if args.intra_op or args.inter_op:
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
-
-    from mammogan_tf.models.registry import flops_per_image
-    from mammogan_tf.training import schedules
-    from mammogan_tf.training.gan_loop import GANTrainer, RandomData
-
-    overrides = [f"train.strategy={args.strategy}", f"train.jit_compile={str(args.jit).lower()}"]
-    if args.mixed_precision:
-        overrides.append(f"train.mixed_precision={args.mixed_precision}")
-    config = load_preset(args.config or args.preset, args.batch, overrides)
-    trainer = GANTrainer(config.model, config.train)
-    train = config.train
-    data = RandomData(config.model.image_size, args.batch, trainer.num_classes)
-    iterator = trainer.distribute(data.epoch(0, (args.warmup + args.steps) * train.d_steps))
-    real_label = schedules.real_label(train.real_label, train.seed, epoch=0)
-
-    start = time.perf_counter()
-    for step in range(args.warmup):
-        stats = trainer.train_step(iterator, step, real_label)
-    float(stats["d_loss"])
-    warmup_s = time.perf_counter() - start
-    print(f"warm-up: {args.warmup} steps in {warmup_s:.1f} s (tracing included)", flush=True)
-    start = time.perf_counter()
-    for step in range(args.warmup, args.warmup + args.steps):
-        stats = trainer.train_step(iterator, step, real_label)
-    float(stats["d_loss"])  # wait for the last step
-    seconds = time.perf_counter() - start
-
-    g_flops = flops_per_image(trainer.generator)
-    d_flops = flops_per_image(trainer.discriminator)
-    per_image = step_flops(g_flops, d_flops, train.d_steps, train.g_steps)
-    steps_per_s = args.steps / seconds
-    result = {
-        "preset": args.preset if args.config is None else str(args.config), "image_size": config.model.image_size,
-        "family": config.model.family, "batch": args.batch, "steps": args.steps, "strategy": args.strategy,
-        "replicas": trainer.replicas, "device": _device(), "mixed_precision": args.mixed_precision,
-        "jit_compile": args.jit, "threads": [args.intra_op, args.inter_op], "seconds": round(seconds, 3), "steps_per_second": round(steps_per_s, 3),
-        "images_per_second": round(steps_per_s * args.batch * train.d_steps, 2),
-        "generator_gflop_per_image": round(g_flops / 1e9, 4), "discriminator_gflop_per_image": round(d_flops / 1e9, 4),
-        "step_gflop_per_image": round(per_image / 1e9, 4),
-        "achieved_gflop_per_second": round(per_image * args.batch * steps_per_s / 1e9, 2),
-        "warmup_seconds": round(warmup_s, 2),
-        "params": {name: int(sum(v.numpy().size for v in model.trainable_variables))
-                   for name, model in (("generator", trainer.generator), ("discriminator", trainer.discriminator))},
-        "final_d_loss": round(float(stats["d_loss"]), 4), "final_g_loss": round(float(stats["g_loss"]), 4),
-    }
+    result = measure(args.config or args.preset, args.batch, args.steps, args.warmup, args.strategy,
+                     args.mixed_precision, args.jit, args.set)
+    result["threads"] = [args.intra_op, args.inter_op]
     print(json.dumps(result))
 
 
