@@ -10,7 +10,9 @@ import pytest
 import keras
 import tensorflow as tf
 
-from mammogan_tf.models.layers import Projection, Upsample2D, conv2d_transpose_subpixel
+from mammogan_tf.models import layers
+from mammogan_tf.models.layers import (Projection, Upsample2D, conv2d_transpose_gemm,
+                                        conv2d_transpose_subpixel)
 
 TOL = 1e-5
 
@@ -43,13 +45,28 @@ def test_subpixel_equals_conv2d_transpose(kernel_size, padding):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=TOL, rtol=TOL, err_msg=name)
 
 
-@pytest.mark.parametrize("filters", [1, 24])
-def test_upsample2d_matches_keras_layer_with_the_same_kernel(filters):
-    """Both forms (sub-pixel for few filters, native otherwise) keep the Conv2DTranspose variable."""
+@pytest.mark.parametrize("kernel_size", [3, 4, 5])
+def test_gemm_equals_conv2d_transpose(kernel_size):
+    rng = np.random.default_rng(10 + kernel_size)
+    x = tf.constant(rng.normal(size=(2, 3, 4, 5)).astype("float32"))
+    reference = keras.layers.Conv2DTranspose(6, kernel_size, strides=2, padding="same", use_bias=False,
+                                             kernel_initializer=keras.initializers.RandomNormal(seed=1))
+    reference.build(x.shape)
+    want = _forward_and_grads(reference, x, reference.kernel)
+    got = _forward_and_grads(lambda t: conv2d_transpose_gemm(t, reference.kernel), x, reference.kernel)
+    assert got[0].shape == (2, 6, 8, 6)
+    for name, a, b in zip(("output", "d input", "d kernel"), got, want):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=TOL, rtol=TOL, err_msg=name)
+
+
+@pytest.mark.parametrize("filters,side,form", [(1, 4, "subpixel"), (24, 8, "native"), (24, 4, "gemm")])
+def test_upsample2d_matches_keras_layer_with_the_same_kernel(filters, side, form, monkeypatch):
+    """Every form keeps the Conv2DTranspose variable and computes the same function."""
+    monkeypatch.setattr(layers, "GEMM_MIN_WEIGHTS", 5 * 5 * 8 * 24)  # tiny stand-in for 8M weights
     layer = Upsample2D(filters, 5, "transpose", use_bias=True)
-    x = tf.random.stateless_normal((2, 4, 4, 8), (0, 1))
+    x = tf.random.stateless_normal((2, side, side, 8), (0, 1))
     y = layer(x)
-    assert layer.form == ("subpixel" if filters == 1 else "native")
+    assert layer.form == form
     kernel = layer.conv.kernel
     assert tuple(kernel.shape) == (5, 5, filters, 8)
     assert [v.path for v in layer.weights] == [layer.conv.kernel.path, layer.conv.bias.path]
@@ -59,7 +76,7 @@ def test_upsample2d_matches_keras_layer_with_the_same_kernel(filters):
     reference.set_weights(layer.get_weights())
     want = _forward_and_grads(reference, x, reference.kernel)
     got = _forward_and_grads(layer, x, kernel)
-    assert y.shape == (2, 8, 8, filters)
+    assert y.shape == (2, 2 * side, 2 * side, filters)
     for name, a, b in zip(("output", "d input", "d kernel"), got, want):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=TOL, rtol=TOL, err_msg=name)
 

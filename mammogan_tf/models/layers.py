@@ -8,6 +8,8 @@ Shapes are channels-last: images ``(B, H, W, C)``.
 """
 from __future__ import annotations
 
+import math
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -23,6 +25,8 @@ UPSAMPLE_METHODS = ("transpose", "depth_to_space", "nearest")
 SUBPIXEL_MAX_FILTERS = 16
 """``Upsample2D(method="transpose")`` with at most this many output channels is computed in the
 exact sub-pixel form (see ``Upsample2D.form``)."""
+GEMM_MIN_WEIGHTS = 2 ** 23
+"""... and one with at least this many kernel weights on a map of at most 4x4 as one matmul."""
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "swish", "tanh", "sigmoid", "linear")
 
 register = keras.saving.register_keras_serializable(package=PACKAGE)
@@ -138,6 +142,33 @@ def conv2d_transpose_subpixel(inputs, kernel, padding: str = "same"):
     return y if (out_h, out_w) == (2 * rows_needed, 2 * cols_needed) else y[:, :out_h, :out_w]
 
 
+def conv2d_transpose_gemm(inputs, kernel):
+    """Exactly ``keras.layers.Conv2DTranspose(strides=2, padding="same")`` (no bias) as ONE
+    matmul ``(B*H*W, C_in) x (C_in, k*k*C_out)`` and a col2im by output phase (sums of shifted
+    slices), then ``depth_to_space(2)``. The multiply-adds of the transposed conv, no more.
+
+    ``inputs``: ``(B, H, W, C_in)``; ``kernel``: ``(k, k, C_out, C_in)`` -> ``(B, 2H, 2W, C_out)``.
+    """
+    height, width, c_in = inputs.shape[1], inputs.shape[2], inputs.shape[3]
+    size, c_out = int(kernel.shape[0]), int(kernel.shape[2])
+    pad = max(size - 2, 0) // 2
+    taps, d_min, d_max = _phase_taps(size, pad)
+    weights = ops.reshape(ops.transpose(kernel, (3, 0, 1, 2)), (c_in, size * size * c_out))
+    cols = ops.reshape(ops.matmul(ops.reshape(inputs, (-1, c_in)), weights), (-1, height, width, size * size * c_out))
+    cols = ops.pad(cols, [[0, 0], [d_max, -d_min], [d_max, -d_min], [0, 0]])
+    phases = []
+    for r_h, r_w in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        total = None
+        for i in taps[r_h]:
+            for j in taps[r_w]:
+                top, left = d_max - (i - r_h - pad) // 2, d_max - (j - r_w - pad) // 2
+                start = (i * size + j) * c_out
+                part = cols[:, top:top + height, left:left + width, start:start + c_out]
+                total = part if total is None else total + part
+        phases.append(total if total is not None else ops.zeros_like(cols[:, :height, :width, :c_out]))
+    return tf.nn.depth_to_space(ops.concatenate(phases, -1), 2)
+
+
 @register
 class Upsample2D(keras.layers.Layer):
     """2x spatial upsampling with a learned convolution; the implementation is an argument.
@@ -178,28 +209,41 @@ class Upsample2D(keras.layers.Layer):
     def build(self, input_shape):
         if self.method == "transpose" and not self.spectral_norm:
             self.conv.build(input_shape)
+        self._input_shape = tuple(input_shape)
         self.built = True
 
     @property
     def form(self) -> str:
-        """How ``"transpose"`` is computed: ``"subpixel"`` (``conv2d_transpose_subpixel`` on the
-        same kernel variable) or ``"native"`` (Keras ``Conv2DTranspose``); other methods: ``"-"``.
+        """How ``"transpose"`` is computed, from the layer's shapes (known once built):
+        ``"gemm"`` (``conv2d_transpose_gemm``), ``"subpixel"`` (``conv2d_transpose_subpixel``),
+        both on the same kernel variable, or ``"native"`` (Keras ``Conv2DTranspose``); other
+        methods: ``"-"``.
 
-        Rule, from ``benchmarks/upsample_layers.py --shapes presets`` on a 2-core AVX-512 CPU
-        (forward + backward, batch 64): the sub-pixel conv wins only where the transposed conv
-        has few output channels (the image layer, ``filters`` 1: 1.1-1.4x faster), because its
-        ``ceil(k/2)+`` window costs 1.4-2.3x the multiply-adds; with 45-512 output channels
-        oneDNN's backprop-input kernel is faster (the sub-pixel form ran at 0.4-0.75x).
+        Rule, from ``benchmarks/upsample_layers.py --shapes presets`` on the 2-core AVX-512 CPU
+        (forward + backward, batch 64, alternating; the machine was loaded, so ratios only):
+        - a large kernel on a small map (input at most 4x4 and at least ``GEMM_MIN_WEIGHTS``
+          weights: Frid-Adar's 4x4x1024 -> 8x8x512, 5x5) is one big matmul: 1.45x faster than
+          native; on larger maps the col2im sums cost more (0.2-0.7x);
+        - few output channels (the image layer, at most ``SUBPIXEL_MAX_FILTERS``): the sub-pixel
+          conv, 1.1-1.4x faster; elsewhere its ``ceil(k/2)+`` window costs 1.4-2.3x the
+          multiply-adds and it ran at 0.4-0.75x;
+        - everything else: native (oneDNN's backprop-input convolution).
         """
         if self.method != "transpose":
             return "-"
-        if self.spectral_norm or self.filters > SUBPIXEL_MAX_FILTERS:
+        shape = getattr(self, "_input_shape", None)
+        if self.spectral_norm or shape is None:
             return "native"
-        return "subpixel"
+        small_map = (shape[1] or 99) * (shape[2] or 99) <= 16
+        if small_map and math.prod(self.conv.kernel.shape) >= GEMM_MIN_WEIGHTS:
+            return "gemm"
+        return "subpixel" if self.filters <= SUBPIXEL_MAX_FILTERS else "native"
 
     def call(self, inputs, training=None):
-        if self.form == "subpixel":
-            y = conv2d_transpose_subpixel(inputs, ops.cast(self.conv.kernel, inputs.dtype))
+        form = self.form
+        if form in ("gemm", "subpixel"):
+            compute = conv2d_transpose_gemm if form == "gemm" else conv2d_transpose_subpixel
+            y = compute(inputs, ops.cast(self.conv.kernel, inputs.dtype))
             return y if not self.use_bias else y + ops.cast(self.conv.bias, y.dtype)
         x = self.resize(inputs) if self.resize is not None else inputs
         x = self.conv(x, training=training)
