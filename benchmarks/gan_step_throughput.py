@@ -14,7 +14,6 @@ convolutions and dense layers, 2 per multiply-add) with the usual backward = 2 x
   G update, per image:  G forward and backward (3 G) + D forward and input-gradient backward (2 D)
   step = d_steps * (G + 6 D) + g_steps * (3 G + 2 D) per image of the global batch.
 "images_per_second" counts the B real images of each D update (B * d_steps per step).
-
 Contextual GAN (Wu et al.; ``--preset contextual128`` = ``contextual_mass.yaml`` in its S/2 stage,
 128 px; ``contextual256`` = the same networks at 256 px with the 128 layers switched off, i.e. the
 stage after the fade): G and D forward FLOPs at the stage's side are counted by TensorFlow's
@@ -25,40 +24,28 @@ and a step is
             weight gradient: about 6 D, an estimate)
   G update: G forward and backward (3 G) + D forward and input-gradient backward (2 D)
   step = d_steps * (G + 18 D) + g_steps * (3 G + 2 D) per image of the batch.
-Peak memory: ``tf.config.experimental.get_memory_info`` of GPU:0 when there is a GPU, else the
-process's peak resident set size (``resource.getrusage``, the whole process: Python, TensorFlow,
-the graphs and the data).
-Prints progress lines, then one JSON object on the last line.
+Also reports achieved TFLOP/s, MFU (over ``PEAK_TFLOPS`` of the device, FP32 or 16-bit tensor
+cores under mixed precision; the dev CPU's 0.1565 on CPU) and peak memory (device, or the
+process' max RSS on CPU). ``measure()`` is the same as a function (``gpu_suite.py`` uses it).
+Prints one JSON object on the last line.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-PRESETS = {
-    "fridadar64": "fridadar2018_dcgan_mass.yaml",
-    "fridadar64_acgan": "fridadar2018_acgan.yaml",
-    "alyafi128": "alyafi2019_dcgan_mass.yaml",
-    "mias64": "mias_dcgan_mass.yaml",
-    "quickstart": "quickstart.yaml",
-    "contextual128": "contextual_mass.yaml",
-    "contextual256": "contextual_mass.yaml",
-}
-PRESET_OVERRIDES = {
-    "contextual128": ["model.progressive.enabled=true"],  # step 0 lies in the S/2 (128 px) stage
-    "contextual256": ["model.progressive.enabled=false"],  # the 256 px layers only (after the fade)
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.presets import PRESETS, load_preset  # noqa: E402
 
 def step_flops(g_forward: int, d_forward: int, d_steps: int = 1, g_steps: int = 1) -> int:
     """FLOPs of one training step per image of the global batch (see the module doc)."""
     return d_steps * (g_forward + 6 * d_forward) + g_steps * (3 * g_forward + 2 * d_forward)
+
 
 
 def contextual_step_flops(g_forward: int, d_forward: int, d_steps: int = 1, g_steps: int = 1) -> int:
@@ -92,26 +79,109 @@ def contextual_forward_flops(family, networks) -> tuple[int, int]:
     return g, d
 
 
-def peak_memory() -> dict:
-    """``{"peak_memory_mb", "peak_memory_source"}``: GPU:0 peak when there is a GPU, else max RSS."""
-    import tensorflow as tf
-
-    if tf.config.list_physical_devices("GPU"):
-        peak = tf.config.experimental.get_memory_info("GPU:0")["peak"]
-        return {"peak_memory_mb": round(peak / 2 ** 20, 1), "peak_memory_source": "get_memory_info GPU:0 peak"}
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    rss = rss if sys.platform == "darwin" else rss * 1024
-    return {"peak_memory_mb": round(rss / 2 ** 20, 1), "peak_memory_source": "getrusage maxrss (process)"}
+# Dense peak TFLOP/s (FP32 without tensor cores, 16-bit with) by device name, for MFU.
+PEAK_TFLOPS = {"H200": (67.0, 989.0), "H100": (67.0, 989.0), "A100": (19.5, 312.0), "L40S": (91.6, 362.0),
+               "L4": (30.3, 121.0), "A10": (31.2, 125.0), "V100": (15.7, 125.0), "T4": (8.1, 65.0)}
+CPU_PEAK_TFLOPS = 0.1565  # 2 cores x 2.445 GHz x 32 FP32 FLOP/cycle (AVX-512 FMA) on the dev machine
 
 
-def _device() -> str:
+def _device() -> tuple[str, list]:
+    """(description, GPU devices)."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
-        return f"{len(gpus)} x {details.get('device_name', 'GPU')}"
-    return f"CPU ({platform.processor() or platform.machine()})"
+        return f"{len(gpus)} x {details.get('device_name', 'GPU')}", gpus
+    return f"CPU ({platform.processor() or platform.machine()})", []
+
+
+def peak_tflops(device: str, gpus: list, mixed: bool) -> float:
+    """Peak TFLOP/s of all devices together (0 when the GPU model is unknown)."""
+    if not gpus:
+        return CPU_PEAK_TFLOPS
+    for name, (fp32, half) in PEAK_TFLOPS.items():
+        if name in device:
+            return len(gpus) * (half if mixed else fp32)
+    return 0.0
+
+
+def _peak_memory_mb(gpus: list) -> float:
+    """Peak device memory over all GPUs since the last reset; on CPU the process' max RSS."""
+    import tensorflow as tf
+
+    if gpus:
+        return sum(tf.config.experimental.get_memory_info(f"GPU:{i}")["peak"] for i in range(len(gpus))) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(preset, batch: int = 64, steps: int = 20, warmup: int = 3, strategy: str = "default",
+            mixed_precision: str | None = None, jit: bool = False, overrides: list[str] | None = None) -> dict:
+    """Time ``steps`` full training steps of ``preset`` (name or YAML path); the result dict."""
+    import tensorflow as tf
+
+    from mammogan_tf.models.registry import flops_per_image
+    from mammogan_tf.training.data import RandomBatches
+    from mammogan_tf.training.families import make_family
+    from mammogan_tf.training.loop import Trainer
+
+    settings = [f"train.strategy={strategy}", f"train.jit_compile={str(jit).lower()}", *(overrides or [])]
+    if mixed_precision:
+        settings.append(f"train.mixed_precision={mixed_precision}")
+    config = load_preset(preset, batch, settings)
+    device, gpus = _device()
+    for i in range(len(gpus)):
+        tf.config.experimental.reset_memory_stats(f"GPU:{i}")
+    family = make_family(config.model, config.train)
+    trainer = Trainer(family, config.train)
+    train = config.train
+    data = RandomBatches(family.streams(), config.model.image_size, batch, getattr(config.model, "num_classes", 0))
+    iterator = trainer.iterator(data, 0, 10 ** 6)
+    trainer.set_schedules(0, 0)
+
+    start = time.perf_counter()
+    for step in range(warmup):
+        stats = trainer.train_step(iterator, step)
+    float(stats["d_loss"])
+    warmup_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for step in range(warmup, warmup + steps):
+        stats = trainer.train_step(iterator, step)
+    float(stats["d_loss"])  # wait for the last step
+    seconds = time.perf_counter() - start
+
+    networks = trainer.networks
+    side = config.model.image_size
+    if config.model.family == "contextual":
+        family.current_stage = family.stage(warmup + steps - 1)
+        g_flops, d_flops = contextual_forward_flops(family, networks)
+        per_image = contextual_step_flops(g_flops, d_flops, train.d_steps, train.g_steps)
+        side = side // (2 if family.current_stage == 0 else 1)
+    else:
+        g_flops = flops_per_image(networks["generator"])
+        d_flops = flops_per_image(networks["discriminator"])
+        per_image = step_flops(g_flops, d_flops, train.d_steps, train.g_steps)
+    steps_per_s = steps / seconds
+    flops_per_s = per_image * batch * steps_per_s
+    peak = peak_tflops(device, gpus, bool(mixed_precision))
+    return {
+        "preset": str(preset), "image_size": side, "family": config.model.family,
+        "batch": batch, "steps": steps, "strategy": strategy, "replicas": trainer.replicas, "device": device,
+        "mixed_precision": mixed_precision, "jit_compile": jit, "seconds": round(seconds, 3),
+        "steps_per_second": round(steps_per_s, 3),
+        "images_per_second": round(steps_per_s * batch * train.d_steps, 2),
+        "generator_gflop_per_image": round(g_flops / 1e9, 4), "discriminator_gflop_per_image": round(d_flops / 1e9, 4),
+        "step_gflop_per_image": round(per_image / 1e9, 4),
+        "achieved_gflop_per_second": round(flops_per_s / 1e9, 2),
+        "achieved_tflop_per_second": float(f"{flops_per_s / 1e12:.4g}"),
+        "mfu": float(f"{flops_per_s / 1e12 / peak:.4g}") if peak else None, "peak_tflops": peak,
+        "peak_memory_mb": round(_peak_memory_mb(gpus), 1), "warmup_seconds": round(warmup_s, 2),
+        "params": {name: int(sum(v.numpy().size for v in model.trainable_variables))
+                   for name, model in networks.items()},
+        "final_d_loss": round(float(stats["d_loss"]), 4), "final_g_loss": round(float(stats["g_loss"]), 4),
+    }
 
 
 def main() -> None:
@@ -124,68 +194,18 @@ def main() -> None:
     parser.add_argument("--strategy", default="default", choices=("default", "mirrored", "multi_worker"))
     parser.add_argument("--mixed-precision", choices=("float16", "bfloat16"))
     parser.add_argument("--jit", action="store_true", help="XLA-compile the replica computations")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, repeatable (e.g. model.generator.base_filters=8)")
+    parser.add_argument("--intra-op", type=int, default=0, help="TF intra-op threads (0: TF default)")
+    parser.add_argument("--inter-op", type=int, default=0, help="TF inter-op threads (0: TF default)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = parser.parse_args()
+    if args.intra_op or args.inter_op:
+        import tensorflow as tf
 
-    from mammogan_tf.config import load_config
-    from mammogan_tf.models.registry import flops_per_image
-    from mammogan_tf.training.data import RandomBatches
-    from mammogan_tf.training.families import make_family
-    from mammogan_tf.training.loop import Trainer
-
-    path = args.config or EXPERIMENTS / PRESETS[args.preset]
-    overrides = [f"train.batch_size={args.batch}", f"train.strategy={args.strategy}",
-                 f"train.jit_compile={str(args.jit).lower()}", "train.metric.name=none"]
-    if args.mixed_precision:
-        overrides.append(f"train.mixed_precision={args.mixed_precision}")
-    if args.config is None:
-        overrides += PRESET_OVERRIDES.get(args.preset, [])
-    overrides += args.overrides
-    config = load_config(path, overrides)
-    family = make_family(config.model, config.train)
-    trainer = Trainer(family, config.train)
-    train = config.train
-    data = RandomBatches(family.streams(), config.model.image_size, args.batch,
-                         getattr(config.model, "num_classes", 0))
-    iterator = trainer.iterator(data, 0, 10 ** 6)
-    trainer.set_schedules(0, 0)
-
-    start = time.perf_counter()
-    for step in range(args.warmup):
-        stats = trainer.train_step(iterator, step)
-    float(stats["d_loss"])
-    warmup_s = time.perf_counter() - start
-    print(f"warm-up: {args.warmup} steps in {warmup_s:.1f} s (tracing included)", flush=True)
-    start = time.perf_counter()
-    for step in range(args.warmup, args.warmup + args.steps):
-        stats = trainer.train_step(iterator, step)
-    float(stats["d_loss"])  # wait for the last step
-    seconds = time.perf_counter() - start
-
-    if config.model.family == "contextual":
-        family.current_stage = family.stage(args.warmup + args.steps - 1)
-        g_flops, d_flops = contextual_forward_flops(family, trainer.networks)
-        per_image = contextual_step_flops(g_flops, d_flops, train.d_steps, train.g_steps)
-        side = config.model.image_size // (2 if family.current_stage == 0 else 1)
-    else:
-        g_flops = flops_per_image(trainer.networks["generator"])
-        d_flops = flops_per_image(trainer.networks["discriminator"])
-        per_image = step_flops(g_flops, d_flops, train.d_steps, train.g_steps)
-        side = config.model.image_size
-    steps_per_s = args.steps / seconds
-    result = {
-        "preset": args.preset if args.config is None else str(args.config), "image_size": side,
-        "family": config.model.family, "batch": args.batch, "steps": args.steps, "strategy": args.strategy,
-        "replicas": trainer.replicas, "device": _device(), "mixed_precision": args.mixed_precision,
-        "jit_compile": args.jit, "seconds": round(seconds, 3), "steps_per_second": round(steps_per_s, 3),
-        "images_per_second": round(steps_per_s * args.batch * train.d_steps, 2),
-        "generator_gflop_per_image": round(g_flops / 1e9, 4), "discriminator_gflop_per_image": round(d_flops / 1e9, 4),
-        "step_gflop_per_image": round(per_image / 1e9, 4),
-        "achieved_gflop_per_second": round(per_image * args.batch * steps_per_s / 1e9, 2),
-        "warmup_seconds": round(warmup_s, 2), **peak_memory(),
-        "final_d_loss": round(float(stats["d_loss"]), 4), "final_g_loss": round(float(stats["g_loss"]), 4),
-    }
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
+    result = measure(args.config or args.preset, args.batch, args.steps, args.warmup, args.strategy,
+                     args.mixed_precision, args.jit, args.set)
+    result["threads"] = [args.intra_op, args.inter_op]
     print(json.dumps(result))
 
 

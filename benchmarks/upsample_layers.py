@@ -5,6 +5,12 @@ plain convolutions are on par, so the generator's upsampling is switchable
 (``model.generator.upsample``). This measures what each choice costs here.
 
     python benchmarks/upsample_layers.py [--batch 64] [--size 64] [--filters 64] [--repeats 3]
+    python benchmarks/upsample_layers.py --shapes presets [--batch 64] [--repeats 5]
+
+``--shapes presets``: the two exact forms of every transposed conv in the fridadar64 and
+alyafi128 generators (Keras ``Conv2DTranspose`` vs ``conv2d_transpose_subpixel`` on the same
+kernel), median ms of forward + backward and the speed-up; the rule in ``Upsample2D.form``
+comes from this.
 
 Default shape: (64, 64, 64, 64) -> (64, 128, 128, 64). The cases are timed round-robin (one
 repeat of every case, then the next round), so load from other processes hits them alike.
@@ -24,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-from mammogan_tf.models.layers import Upsample2D  # noqa: E402
+from mammogan_tf.models.layers import Upsample2D, conv2d_transpose_subpixel  # noqa: E402
 from mammogan_tf.models.registry import flops_per_image  # noqa: E402
 
 # (method, kernel, kernel of the transpose conv it is compared with): transpose k and
@@ -51,14 +57,56 @@ def make_step(method: str, kernel: int, filters: int, images: tf.Tensor):
     return layer, step
 
 
+# (kernel, input side, C_in, C_out) of the stride-2 transposed convs of the two DCGAN presets.
+PRESET_SHAPES = {"fridadar64": ((5, 4, 1024, 512), (5, 8, 512, 256), (5, 16, 256, 128), (5, 32, 128, 1)),
+                 "alyafi128": ((4, 4, 450, 360), (4, 8, 360, 180), (4, 16, 180, 90), (4, 32, 90, 45),
+                               (4, 64, 45, 1))}
+
+
+def compare_forms(batch: int, repeats: int) -> None:
+    """One JSON line per preset layer: native vs sub-pixel form, forward + backward."""
+    for preset, shapes in PRESET_SHAPES.items():
+        for kernel, side, c_in, c_out in shapes:
+            x = tf.random.normal((batch, side, side, c_in))
+            layer = tf.keras.layers.Conv2DTranspose(c_out, kernel, strides=2, padding="same", use_bias=False)
+            layer.build(x.shape)
+            forms = {"native": layer, "subpixel": lambda t, k=layer.kernel: conv2d_transpose_subpixel(t, k)}
+            steps = {}
+            for name, fn in forms.items():
+                @tf.function
+                def step(t, fn=fn):
+                    with tf.GradientTape() as tape:
+                        tape.watch(t)
+                        loss = tf.reduce_sum(tf.square(fn(t)))
+                    return tape.gradient(loss, [t, layer.kernel])
+
+                step(x)[0].numpy()
+                steps[name] = step
+            times = {name: [] for name in steps}
+            for _ in range(repeats):
+                for name, step in steps.items():
+                    start = time.perf_counter()
+                    step(x)[0].numpy()
+                    times[name].append(time.perf_counter() - start)
+            med = {name: statistics.median(t) for name, t in times.items()}
+            print(json.dumps({"preset": preset, "kernel": kernel, "in": [side, side, c_in], "out_channels": c_out,
+                              "native_ms": round(1000 * med["native"], 1),
+                              "subpixel_ms": round(1000 * med["subpixel"], 1),
+                              "subpixel_speedup": round(med["native"] / med["subpixel"], 2)}), flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=64, help="input side (output is twice)")
     parser.add_argument("--filters", type=int, default=64, help="input and output channels")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--shapes", choices=("one", "presets"), default="one")
     args = parser.parse_args(argv)
     tf.get_logger().setLevel("ERROR")  # one traced step per case is expected, not a retracing problem
+    if args.shapes == "presets":
+        compare_forms(args.batch, args.repeats)
+        return 0
     images = tf.random.normal((args.batch, args.size, args.size, args.filters))
     steps = {(method, kernel): make_step(method, kernel, args.filters, images) for method, kernel, _ in CASES}
     times = {key: [] for key in steps}

@@ -8,7 +8,10 @@ Shapes are channels-last: images ``(B, H, W, C)``.
 """
 from __future__ import annotations
 
+import math
+
 import keras
+import tensorflow as tf
 from keras import ops
 
 PACKAGE = "mammogan_tf"
@@ -19,6 +22,11 @@ BN_EPSILON = 1e-5
 """Batch-norm settings of the reference DCGAN code (PyTorch momentum 0.1 == Keras 0.9)."""
 
 UPSAMPLE_METHODS = ("transpose", "depth_to_space", "nearest")
+SUBPIXEL_MAX_FILTERS = 16
+"""``Upsample2D(method="transpose")`` with at most this many output channels is computed in the
+exact sub-pixel form (see ``Upsample2D.form``)."""
+GEMM_MIN_WEIGHTS = 2 ** 23
+"""... and one with at least this many kernel weights on a map of at most 4x4 as one matmul."""
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "swish", "tanh", "sigmoid", "linear")
 
 register = keras.saving.register_keras_serializable(package=PACKAGE)
@@ -65,6 +73,102 @@ def dense_layer(units: int, *, use_bias: bool = True, init_std: float = 0.02,
     return keras.layers.SpectralNormalization(layer, dtype=kwargs.get("dtype"))
 
 
+def _phase_taps(kernel_size: int, pad_before: int) -> tuple[list[list[int]], int, int]:
+    """Along one axis of a stride-2 transposed conv: output ``2m + r`` collects input ``m - d``
+    times kernel tap ``k`` where ``k = 2d + r + pad_before``.
+
+    Returns ``(taps, d_min, d_max)``: ``taps[r]`` the kernel taps of phase r (ascending) and the
+    range of input offsets d over both phases.
+    """
+    taps = [[k for k in range(kernel_size) if (k - r - pad_before) % 2 == 0] for r in (0, 1)]
+    offsets = [(k - r - pad_before) // 2 for r in (0, 1) for k in taps[r]]
+    return taps, min(offsets), max(offsets)
+
+
+def _phase_kernel(kernel, axis: int, taps: list[int], front: int, window: int):
+    """The taps of one phase along ``axis``, reversed (correlation order) and zero-padded to
+    ``window`` with ``front`` zeros first."""
+    if not taps:
+        shape = list(kernel.shape)
+        shape[axis] = window
+        return ops.zeros(shape, kernel.dtype)
+    index = [slice(None)] * 4
+    index[axis] = slice(taps[-1], None if taps[0] == 0 else taps[0] - 1, -2)
+    part = kernel[tuple(index)]
+    pads = [[0, 0]] * 4
+    pads[axis] = [front, window - front - len(taps)]
+    return ops.pad(part, pads)
+
+
+def conv2d_transpose_subpixel(inputs, kernel, padding: str = "same"):
+    """Exactly ``keras.layers.Conv2DTranspose(strides=2, padding=padding)`` (no bias), computed
+    as ONE plain convolution at the input resolution followed by ``depth_to_space(2)``.
+
+    ``inputs``: ``(B, H, W, C_in)``; ``kernel``: ``(k, k, C_out, C_in)``, the transposed conv's
+    own kernel (gradients flow to it). Output ``(B, 2H, 2W, C_out)`` for ``"same"``,
+    ``(B, 2H + k - 2, 2W + k - 2, C_out)`` for ``"valid"`` (k >= 2).
+
+    The four output phases (row parity, column parity) each see every other kernel tap; their
+    sub-kernels, zero-padded to a common window ``T = ceil(k / 2)`` or one more, are stacked as
+    ``4 * C_out`` output channels (``T x T`` conv: 1.44x the multiply-adds for k = 5, 2.25x for
+    k = 4, 1.78x for k = 3, but a forward-convolution kernel instead of a backprop-input one).
+    """
+    height, width = inputs.shape[1], inputs.shape[2]
+    size = int(kernel.shape[0])
+    pad = max(size - 2, 0) // 2 if padding == "same" else 0
+    out_h, out_w = ((2 * height, 2 * width) if padding == "same"
+                    else (2 * height + max(size - 2, 0), 2 * width + max(size - 2, 0)))
+    taps, d_min, d_max = _phase_taps(size, pad)
+    window = d_max - d_min + 1
+    rows = [_phase_kernel(kernel, 0, taps[r], d_max - (taps[r][-1] - r - pad) // 2 if taps[r] else 0,
+                          window) for r in (0, 1)]
+    phases = [_phase_kernel(row, 1, taps[r], d_max - (taps[r][-1] - r - pad) // 2 if taps[r] else 0,
+                            window) for row in rows for r in (0, 1)]
+    # (4, T, T, C_out, C_in) -> (T, T, C_in, 4 * C_out), channel = (2 r_h + r_w) * C_out + o.
+    stacked = ops.transpose(ops.stack(phases), (1, 2, 4, 0, 3))
+    sub_kernel = ops.reshape(stacked, (window, window, kernel.shape[3], 4 * kernel.shape[2]))
+    rows_needed, cols_needed = (out_h + 1) // 2, (out_w + 1) // 2
+    pads = [[d_max, rows_needed + window - 1 - d_max - height],
+            [d_max, cols_needed + window - 1 - d_max - width]]
+    if min(min(p) for p in pads) < 0:  # offsets never reach past one side: crop instead
+        inputs = inputs[:, max(-pads[0][0], 0):height - max(-pads[0][1], 0),
+                        max(-pads[1][0], 0):width - max(-pads[1][1], 0)]
+        pads = [[max(a, 0), max(b, 0)] for a, b in pads]
+    if pads[0][0] == pads[0][1] == pads[1][0] == pads[1][1] == (window - 1) // 2 and window % 2:
+        y = tf.nn.conv2d(inputs, sub_kernel, 1, "SAME")
+    else:
+        y = tf.nn.conv2d(inputs, sub_kernel, 1, [[0, 0], *pads, [0, 0]])
+    y = tf.nn.depth_to_space(y, 2)
+    return y if (out_h, out_w) == (2 * rows_needed, 2 * cols_needed) else y[:, :out_h, :out_w]
+
+
+def conv2d_transpose_gemm(inputs, kernel):
+    """Exactly ``keras.layers.Conv2DTranspose(strides=2, padding="same")`` (no bias) as ONE
+    matmul ``(B*H*W, C_in) x (C_in, k*k*C_out)`` and a col2im by output phase (sums of shifted
+    slices), then ``depth_to_space(2)``. The multiply-adds of the transposed conv, no more.
+
+    ``inputs``: ``(B, H, W, C_in)``; ``kernel``: ``(k, k, C_out, C_in)`` -> ``(B, 2H, 2W, C_out)``.
+    """
+    height, width, c_in = inputs.shape[1], inputs.shape[2], inputs.shape[3]
+    size, c_out = int(kernel.shape[0]), int(kernel.shape[2])
+    pad = max(size - 2, 0) // 2
+    taps, d_min, d_max = _phase_taps(size, pad)
+    weights = ops.reshape(ops.transpose(kernel, (3, 0, 1, 2)), (c_in, size * size * c_out))
+    cols = ops.reshape(ops.matmul(ops.reshape(inputs, (-1, c_in)), weights), (-1, height, width, size * size * c_out))
+    cols = ops.pad(cols, [[0, 0], [d_max, -d_min], [d_max, -d_min], [0, 0]])
+    phases = []
+    for r_h, r_w in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        total = None
+        for i in taps[r_h]:
+            for j in taps[r_w]:
+                top, left = d_max - (i - r_h - pad) // 2, d_max - (j - r_w - pad) // 2
+                start = (i * size + j) * c_out
+                part = cols[:, top:top + height, left:left + width, start:start + c_out]
+                total = part if total is None else total + part
+        phases.append(total if total is not None else ops.zeros_like(cols[:, :height, :width, :c_out]))
+    return tf.nn.depth_to_space(ops.concatenate(phases, -1), 2)
+
+
 @register
 class Upsample2D(keras.layers.Layer):
     """2x spatial upsampling with a learned convolution; the implementation is an argument.
@@ -102,7 +206,45 @@ class Upsample2D(keras.layers.Layer):
                                transpose=method == "transpose", use_bias=use_bias,
                                init_std=init_std, spectral_norm=spectral_norm)
 
+    def build(self, input_shape):
+        if self.method == "transpose" and not self.spectral_norm:
+            self.conv.build(input_shape)
+        self._input_shape = tuple(input_shape)
+        self.built = True
+
+    @property
+    def form(self) -> str:
+        """How ``"transpose"`` is computed, from the layer's shapes (known once built):
+        ``"gemm"`` (``conv2d_transpose_gemm``), ``"subpixel"`` (``conv2d_transpose_subpixel``),
+        both on the same kernel variable, or ``"native"`` (Keras ``Conv2DTranspose``); other
+        methods: ``"-"``.
+
+        Rule, from ``benchmarks/upsample_layers.py --shapes presets`` on the 2-core AVX-512 CPU
+        (forward + backward, batch 64, alternating; the machine was loaded, so ratios only):
+        - a large kernel on a small map (input at most 4x4 and at least ``GEMM_MIN_WEIGHTS``
+          weights: Frid-Adar's 4x4x1024 -> 8x8x512, 5x5) is one big matmul: 1.45x faster than
+          native; on larger maps the col2im sums cost more (0.2-0.7x);
+        - few output channels (the image layer, at most ``SUBPIXEL_MAX_FILTERS``): the sub-pixel
+          conv, 1.1-1.4x faster; elsewhere its ``ceil(k/2)+`` window costs 1.4-2.3x the
+          multiply-adds and it ran at 0.4-0.75x;
+        - everything else: native (oneDNN's backprop-input convolution).
+        """
+        if self.method != "transpose":
+            return "-"
+        shape = getattr(self, "_input_shape", None)
+        if self.spectral_norm or shape is None:
+            return "native"
+        small_map = (shape[1] or 99) * (shape[2] or 99) <= 16
+        if small_map and math.prod(self.conv.kernel.shape) >= GEMM_MIN_WEIGHTS:
+            return "gemm"
+        return "subpixel" if self.filters <= SUBPIXEL_MAX_FILTERS else "native"
+
     def call(self, inputs, training=None):
+        form = self.form
+        if form in ("gemm", "subpixel"):
+            compute = conv2d_transpose_gemm if form == "gemm" else conv2d_transpose_subpixel
+            y = compute(inputs, ops.cast(self.conv.kernel, inputs.dtype))
+            return y if not self.use_bias else y + ops.cast(self.conv.bias, y.dtype)
         x = self.resize(inputs) if self.resize is not None else inputs
         x = self.conv(x, training=training)
         return ops.depth_to_space(x, 2) if self.method == "depth_to_space" else x
@@ -204,7 +346,9 @@ class Projection(keras.layers.Layer):
     ``(B, L) -> (B, 4, 4, filters)``. ``method="dense"``: ``Dense(16 * filters)`` + reshape
     (Radford / Frid-Adar). ``method="conv_transpose"``: z as a 1x1 map through a 4x4 "valid"
     ``Conv2DTranspose`` (the PyTorch DCGAN code Alyafi used). Both are the same linear map with
-    the same parameter count; the choice only mirrors the reference implementation.
+    the same parameter count; the choice only mirrors the reference implementation. The
+    transposed conv keeps its ``Conv2DTranspose`` kernel ``(4, 4, filters, L)`` but is computed
+    as the equivalent matmul.
     """
 
     METHODS = ("dense", "conv_transpose")
@@ -222,14 +366,22 @@ class Projection(keras.layers.Layer):
             self.linear = dense_layer(16 * filters, use_bias=use_bias, init_std=init_std)
             self.reshape = keras.layers.Reshape((4, 4, filters))
         else:
-            self.reshape = keras.layers.Reshape((1, 1, -1))
             self.linear = conv_layer(filters, 4, padding="valid", transpose=True, use_bias=use_bias,
                                      init_std=init_std)
+
+    def build(self, input_shape):
+        if self.method == "conv_transpose":
+            self.linear.build((input_shape[0], 1, 1, input_shape[-1]))
+        self.built = True
 
     def call(self, inputs):
         if self.method == "dense":
             return self.reshape(self.linear(inputs))
-        return self.linear(self.reshape(inputs))
+        # A transposed conv of a 1x1 map is one matmul: out[b, i, j, o] = sum_c z[b, c] K[i, j, o, c].
+        kernel = ops.cast(self.linear.kernel, inputs.dtype)
+        x = ops.matmul(inputs, ops.transpose(ops.reshape(kernel, (16 * self.filters, -1))))
+        x = ops.reshape(x, (-1, 4, 4, self.filters))
+        return x + ops.cast(self.linear.bias, x.dtype) if self.use_bias else x
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 4, 4, self.filters)
