@@ -119,3 +119,11 @@ def png_pixels(path) -> np.ndarray:
 
     with Image.open(path) as image:
         return np.asarray(image).copy()
+
+
+CONTEXTUAL_TINY = ["prepare.manufacturers=[]", "prepare.processed_only=false", "prepare.patches.size=64",
+                   "model.image_size=64", "model.attention_resolution=16", "model.generator.base_filters=4",
+                   "model.generator.max_filters=8", "model.generator.center_filters=8",
+                   "model.discriminator.base_filters=4", "model.discriminator.max_filters=8",
+                   "train.metric.name=none", "train.log_every=1"]
+"""``--set`` items that shrink ``experiments/contextual_mass.yaml`` to a phantom-sized 64 px run."""

@@ -13,14 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import CONTEXTUAL_TINY, REPO_ROOT
 
-TINY = ["prepare.manufacturers=[]", "prepare.processed_only=false", "prepare.patches.size=64",
-        "prepare.patches.contextual_normal_per_image=3", "model.image_size=64", "model.attention_resolution=16",
-        "model.generator.base_filters=4", "model.generator.max_filters=8", "model.generator.center_filters=8",
-        "model.discriminator.base_filters=4", "model.discriminator.max_filters=8", "model.progressive.enabled=false",
-        "train.steps=1", "train.batch_size=2", "train.metric.name=none", "train.checkpoint_every=1",
-        "train.sample_every=1", "train.log_every=1"]
+TINY = [*CONTEXTUAL_TINY, "prepare.patches.contextual_normal_per_image=3", "model.progressive.enabled=false",
+        "train.steps=1", "train.batch_size=2", "train.checkpoint_every=1", "train.sample_every=1"]
 
 
 @pytest.fixture(scope="session")

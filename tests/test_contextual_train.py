@@ -7,14 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import CONTEXTUAL_TINY, REPO_ROOT
 
-TINY = ["prepare.manufacturers=[]", "prepare.processed_only=false", "prepare.patches.size=64",
-        "model.image_size=64", "model.attention_resolution=16", "model.generator.base_filters=4",
-        "model.generator.max_filters=8", "model.generator.center_filters=8", "model.discriminator.base_filters=4",
-        "model.discriminator.max_filters=8", "model.progressive.stage_steps=2", "model.progressive.fade_steps=2",
-        "train.steps=6", "train.batch_size=4", "train.metric.name=none", "train.checkpoint_every=3",
-        "train.sample_every=3", "train.log_every=1"]
+TINY = [*CONTEXTUAL_TINY, "model.progressive.stage_steps=2", "model.progressive.fade_steps=2", "train.steps=6",
+        "train.batch_size=4", "train.checkpoint_every=3", "train.sample_every=3"]
 
 
 @pytest.mark.slow
