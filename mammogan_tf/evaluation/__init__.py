@@ -29,7 +29,7 @@ _EXPORTS = {
     "average_precision": "detection", "sensitivity_at_fps": "detection",
     "load_image_set": "inputs", "ImageSet": "inputs",
     "load_backbone": "features", "Backbone": "features", "extract_features": "features",
-    "fit_backbone": "features", "RealReference": "reference", "real_statistics": "reference",
+    "RealReference": "reference", "real_statistics": "reference",
     "frd": "frd", "radiomic_features": "radiomics",
     "run_evaluation": "report", "make_vtt": "vtt", "score_vtt": "vtt", "cohen_kappa": "vtt",
 }

@@ -12,7 +12,7 @@
   of ``LAYER`` (default: the layer named ``features``, else the second-to-last layer),
   global average pooled when spatial. A subclassed model (its class registered with Keras and
   imported) is read through its ``features(images, training)`` method and ``image_size``
-  attribute instead. ``mammogan features fit`` makes one from prepared shards.
+  attribute instead. ``mammogan features fit`` (``training.backbone_fit``) makes one from prepared shards.
 * ``keras:PATH[:LAYER]``: any ``.keras`` image encoder (a user's RadImageNet or
   mammography-pretrained network converted to Keras), read as ``classifier:`` is.
 * ``savedmodel:PATH[:SIGNATURE]``: a TensorFlow SavedModel folder; the signature (default
@@ -52,8 +52,6 @@ INCEPTION_SIZE = 299
 INCEPTION_WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 RANDOM_INPUT_SIZE = 64
 FEATURE_LAYER = "features"
-FIT_TASKS = ("classes", "lesion")
-DEFAULT_FIT_SIZE = 64
 
 
 def keras_models_dir() -> Path:
@@ -292,87 +290,3 @@ def accumulate_statistics(backbone: Backbone, images, batch_size: int = 32, keep
 
 
 # ------------------------------------------------------------------- mammogan features fit
-
-def fit_backbone(manifest: str | os.PathLike, out_path: str | os.PathLike, *, epochs: int = 15,
-                 min_steps: int = 300, batch_size: int = 64, steps_per_epoch: int | None = None, learning_rate: float = 1e-3,
-                 filters=(16, 32, 64), size: int | None = None, task: str = "lesion", seed: int = 0,
-                 progress: bool = True) -> dict:
-    """Train :func:`build_feature_cnn` to tell the classes of a prepare manifest apart (lesion
-    types versus normal tissue, class-weighted) on its train split, and save it as a
-    ``classifier:`` backbone.
-
-    task: "lesion" (any lesion vs normal tissue) or "classes" (normal and each lesion type; on
-    small data sets such as mini-MIAS the binary task learns the more useful feature space).
-    Writes ``out_path`` (``.keras``) and beside it ``<stem>.json``: validation accuracy and
-    balanced accuracy (mean per-class recall), class counts, the training settings and the
-    manifest's sha256. ``size``: train at this input side (default: the manifest's patch size,
-    at most ``DEFAULT_FIT_SIZE`` = 64 so that training takes minutes on a CPU).
-    ``min_steps``: small data sets get more epochs, so that training runs at least this many
-    steps (batch-norm statistics and weights need them). Returns that JSON as a dict.
-    """
-    import keras
-    import tensorflow as tf
-
-    from mammogan_tf.data import make_dataset
-    from mammogan_tf.manifest import MANIFEST_NAME, input_record, read_manifest, write_json_atomic
-
-    out_path = Path(out_path)
-    if out_path.suffix != ".keras":
-        raise InputError(f"{out_path}: the backbone file must end in .keras")
-    info = read_manifest(manifest, stage="prepare")
-    if task not in FIT_TASKS:
-        raise InputError(f"task must be one of {', '.join(FIT_TASKS)}, got {task!r}")
-    names = list(info["classes"])
-    classes = names if task == "classes" else ["normal", "lesion"]
-    counts = {c: 0 for c in classes}
-    for name, n in info["counts"].get("train", {}).items():
-        key = name if task == "classes" else ("normal" if name == "normal" else "lesion")
-        counts[key] = counts.get(key, 0) + n
-    present = {c: n for c, n in counts.items() if n}
-    if len(present) < 2:
-        raise InputError(f"{manifest}: the train split needs at least two classes, has {sorted(present)}")
-    size = int(size or min(info["patch_size"], DEFAULT_FIT_SIZE))
-    total = sum(present.values())
-    class_weight = {i: (total / (len(present) * present[c]) if c in present else 1.0)
-                    for i, c in enumerate(classes)}
-    steps_per_epoch = int(steps_per_epoch or -(-total // batch_size))
-    epochs = max(epochs, -(-min_steps // steps_per_epoch))
-    normal_index = names.index("normal")
-
-    def prepared(images, labels):
-        if size != info["patch_size"]:
-            images = tf.image.resize(images, (size, size), method="bicubic", antialias=True)
-        if task == "lesion":
-            labels = tf.cast(labels != normal_index, tf.int32)
-        return tf.ensure_shape(images, (None, size, size, 1)), labels
-
-    keras.utils.set_random_seed(seed)
-    train = make_dataset(manifest, "train", batch_size, shuffle=True, seed=seed, repeat=True).map(prepared)
-    has_val = bool(info["splits"].get("val"))
-    val = make_dataset(manifest, "val", batch_size, shuffle=False).map(prepared) if has_val else None
-    model = build_feature_cnn(size, len(classes), tuple(filters), seed=seed)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    model.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch, class_weight=class_weight,
-              shuffle=False, verbose=2 if progress else 0)
-
-    result = {"task": task, "classes": classes, "train_counts": counts, "input_size": size, "epochs": epochs,
-              "steps_per_epoch": steps_per_epoch, "batch_size": batch_size, "learning_rate": learning_rate,
-              "filters": list(filters), "seed": seed, "feature_layer": FEATURE_LAYER,
-              "feature_dim": int(filters[-1]), "manifest": input_record(Path(info["root"]) / MANIFEST_NAME),
-              "val_count": 0, "val_accuracy": None, "val_balanced_accuracy": None}
-    if val is not None:
-        labels, predicted = [], []
-        for images, y in val:
-            labels.append(y.numpy())
-            predicted.append(np.argmax(model(images, training=False).numpy(), axis=1))
-        labels, predicted = np.concatenate(labels), np.concatenate(predicted)
-        recalls = [float(np.mean(predicted[labels == c] == c)) for c in np.unique(labels)]
-        result.update(val_count=int(labels.size), val_accuracy=float(np.mean(labels == predicted)),
-                      val_balanced_accuracy=float(np.mean(recalls)))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.stem + ".partial.keras")
-    model.save(tmp)
-    os.replace(tmp, out_path)
-    write_json_atomic(out_path.with_suffix(".json"), result)
-    return result

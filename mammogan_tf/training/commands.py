@@ -57,7 +57,7 @@ def ensure_backbone(config: ExperimentConfig, manifest: Path, progress: bool = T
     if not metric.fit_backbone_if_missing:
         raise InputError(f"{path}: metric backbone not found; make it with `mammogan features fit` "
                          "or set train.metric.fit_backbone_if_missing")
-    from mammogan_tf.evaluation.features import fit_backbone
+    from mammogan_tf.training.backbone_fit import fit_backbone
 
     print(f"fitting the metric backbone {path} on {manifest.parent}")
     result = fit_backbone(manifest, path, seed=config.train.seed, progress=progress)
@@ -118,6 +118,55 @@ def _train(args) -> int:
 
 
 def register(subparsers) -> None:
+    _register_train(subparsers)
+    _register_features(subparsers)
+
+
+def _features_fit(args) -> int:
+    from mammogan_tf.training.backbone_fit import fit_backbone
+
+    filters = tuple(int(f) for f in args.filters.split(","))
+    result = fit_backbone(args.shards, args.out, epochs=args.epochs, min_steps=args.min_steps,
+                          batch_size=args.batch_size,
+                          steps_per_epoch=args.steps_per_epoch, learning_rate=args.learning_rate,
+                          filters=filters, size=args.size, task=args.task, seed=args.seed,
+                          progress=not args.quiet)
+    if result["val_accuracy"] is None:
+        print("no validation split: accuracy not measured")
+    else:
+        print(f"validation accuracy {result['val_accuracy']:.3f}, balanced accuracy "
+              f"{result['val_balanced_accuracy']:.3f} on {result['val_count']} patches")
+    print(f"wrote {args.out} (use --backbone classifier:{args.out}) and {Path(args.out).with_suffix('.json')}")
+    return 0
+
+
+def _register_features(subparsers) -> None:
+    """``mammogan features fit``."""
+    features = subparsers.add_parser("features", help="feature backbones for evaluation")
+    sub = features.add_subparsers(dest="features_command", metavar="COMMAND")
+    fit = sub.add_parser("fit", help="train a small CNN on prepared shards as a classifier: backbone",
+                         description="Train a small CNN (lesion vs normal tissue, or every class) on the "
+                                     "train split of prepared shards; save BACKBONE.keras and BACKBONE.json "
+                                     "(validation accuracy).")
+    fit.add_argument("--shards", required=True, help="prepared shards (folder or manifest.json)")
+    fit.add_argument("--out", required=True, help="BACKBONE.keras")
+    fit.add_argument("--task", choices=("lesion", "classes"), default="lesion",
+                     help="lesion: any lesion vs normal (default); classes: every class")
+    fit.add_argument("--epochs", type=int, default=15)
+    fit.add_argument("--min-steps", type=int, default=300,
+                     help="train at least this many steps (more epochs on small data; default 300)")
+    fit.add_argument("--steps-per-epoch", type=int, help="default: one pass over the train split")
+    fit.add_argument("--batch-size", type=int, default=64)
+    fit.add_argument("--learning-rate", type=float, default=1e-3)
+    fit.add_argument("--filters", default="16,32,64", help="conv widths, comma-separated (default: 16,32,64)")
+    fit.add_argument("--size", type=int, help="train at this input side (default: the shards' patch size, at most 64)")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--quiet", action="store_true")
+    fit.set_defaults(func=_features_fit)
+    features.set_defaults(func=lambda args: features.print_help() or 2)
+
+
+def _register_train(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train a GAN from an experiment YAML (= mammogan-train)")
     parser.add_argument("experiment", help="experiment YAML (model: and train: sections)")
     parser.add_argument("--resume", action="store_true", help="continue the run in the output folder")
