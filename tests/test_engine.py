@@ -270,3 +270,11 @@ def test_frd_can_keep_best_during_training(tiny_shards, tmp_path):
     values = [r["frd"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl", "metric")]
     assert len(values) == 2 and all(np.isfinite(v) and v > 0 for v in values)
     assert summary["best"]["metric"] == "frd" and summary["best"]["value"] == pytest.approx(min(values))
+
+
+def test_a_checkpoint_of_the_old_positional_format_is_refused_with_a_message(tmp_path):
+    old, _ = _built(1)
+    prefix = tf.train.Checkpoint(generator=list(old.variables)).write(str(tmp_path / "ckpt-3"))
+    model, optimizer = _built(1)
+    with pytest.raises(InputError, match="not a name-keyed checkpoint"):
+        _state(model, optimizer).restore(prefix)
