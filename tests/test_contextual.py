@@ -19,6 +19,7 @@ from mammogan_tf.models.attention import SelfAttention
 from mammogan_tf.models.contextual import ContextualDiscriminator, ContextualGenerator
 from mammogan_tf.models.contextual_blocks import downsample2, fade, upsample2
 from mammogan_tf.models.contextual_config import ContextualModelConfig, build_contextual
+from mammogan_tf.models.postprocess import postprocess
 from mammogan_tf.training.config import TrainConfig
 from mammogan_tf.training.families.base import StepContext
 from mammogan_tf.training.families.contextual import ContextualFamily, four_way_loss, real_log_odds
@@ -291,7 +292,13 @@ def test_family_stages_route_images(networks):
     grid = fam.generate_channels(nets["generator"], inputs).numpy()
     half = nets["generator"](downsample2(inputs["image"]), noise=inputs["noise"]).numpy()
     np.testing.assert_allclose(grid, upsample2(half).numpy(), atol=1e-6)
-    assert fam.generate(nets["generator"], inputs).shape == (2, 32, 32, 1)
+    outputs = fam.generate(nets["generator"], inputs).numpy()
+    assert outputs.shape == (2, 32, 32, 3)
+    lesion = np.zeros((2, 32, 32, 3), np.float32)
+    lesion[:, 8:24, 8:24, 0], lesion[..., 1] = 0.5, 0.1  # a bright square lesion on a flat input
+    shown = fam.present(lesion, inputs)
+    assert shown.shape == (2, 32, 32, 1) and shown[0, 16, 16, 0] > 0.5 and shown[0, 0, 0, 0] == pytest.approx(0.1)
+    np.testing.assert_allclose(shown[1, ..., 0], postprocess(lesion[1, ..., 0], lesion[1, ..., 1]).image)
 
 
 def test_config_defaults_are_the_paper_and_errors_name_the_field():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mammogan_tf.synthesis.postprocess import lesion_mask, mask_box, postprocess
+from mammogan_tf.models.postprocess import lesion_mask, mask_box, postprocess
 from mammogan_tf.synthesis.reinsert import reinsert
 
 S = 64

@@ -115,7 +115,7 @@ def test_generator_scalars_are_fixed_per_index(contextual_run):
 
 
 def test_synthesize_provenance_postprocessing_and_determinism(contextual_run, tmp_path, monkeypatch):
-    from mammogan_tf.synthesis.postprocess import postprocess
+    from mammogan_tf.models.postprocess import postprocess
     from mammogan_tf.synthesis.sampling import load_generator
 
     run, data, _ = contextual_run
@@ -177,7 +177,7 @@ def test_reinsert_full_images_and_table_read_by_prepare(contextual_run, tmp_path
     from mammogan_tf.data.images import read_image
     from mammogan_tf.data.sampling import crop, resize_patch
     from mammogan_tf.synthesis.full_images import undo_orientation
-    from mammogan_tf.synthesis.postprocess import mask_box
+    from mammogan_tf.models.postprocess import mask_box
     from mammogan_tf.synthesis.export import read_dicom_provenance
 
     import cv2

@@ -25,7 +25,7 @@ import numpy as np
 
 from mammogan_tf import __version__
 from mammogan_tf.errors import ConfigError, InputError
-from mammogan_tf.synthesis.postprocess import (DILATE_PX, MIN_AREA_FRACTION, SMOOTH_PX, THRESHOLD, PostProcessed,
+from mammogan_tf.models.postprocess import (DILATE_PX, MIN_AREA_FRACTION, SMOOTH_PX, THRESHOLD, PostProcessed,
                                                mask_box, postprocess)
 
 

@@ -31,7 +31,7 @@ from mammogan_tf.manifest import MANIFEST_NAME, build_manifest, input_record, pa
 from mammogan_tf.synthesis.contextual import (batches, contextual_provenance, generate_contextual, open_sources,
                                               output_lesion_type, output_pathology, read_sources, source_lesion_type)
 from mammogan_tf.synthesis.export import to_unit
-from mammogan_tf.synthesis.postprocess import mask_box
+from mammogan_tf.models.postprocess import mask_box
 
 DEFAULT_SPLIT = "train"
 """Default ``--split`` of a prepare manifest: synthetic images usually augment a downstream

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mammogan_tf.synthesis.postprocess import as_plane, mask_box
+from mammogan_tf.models.postprocess import as_plane, mask_box
 
 
 @dataclass(frozen=True)

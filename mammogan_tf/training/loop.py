@@ -316,7 +316,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------ sampling
     def generate(self, inputs: dict, batch_size: int = 64) -> np.ndarray:
-        """Images (N, S, S, C) in [-1, 1] from ``family.fixed_inputs``-like inputs, in batches."""
+        """Images (N, S, S, 1) in [-1, 1] from ``family.fixed_inputs``-like inputs, in batches, as the
+        family presents them (``Family.present``: e.g. post-processed)."""
         stage = self.family.stage(int(self.step.numpy()))
         function = self._generators.get(stage)
         if function is None:
@@ -324,8 +325,9 @@ class Trainer:
             function = self._generators[stage] = tf.function(
                 lambda x: self.family.generate(self.sampler, x), reduce_retracing=True, autograph=False)
         count = len(next(iter(inputs.values())))
-        return np.concatenate([function({k: tf.constant(v[i:i + batch_size]) for k, v in inputs.items()}).numpy()
-                               for i in range(0, count, batch_size)])
+        outputs = np.concatenate([function({k: tf.constant(v[i:i + batch_size]) for k, v in inputs.items()}).numpy()
+                                  for i in range(0, count, batch_size)])
+        return self.family.present(outputs, inputs)
 
 
 class _StopSignals:

@@ -162,5 +162,11 @@ class Family:
         raise NotImplementedError
 
     def generate(self, sampler, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
-        """Images (N, S, S, 1) float32 in [-1, 1] from ``fixed_inputs``-like inputs, inference mode."""
+        """The sampler's output for ``fixed_inputs``-like inputs, inference mode (traced)."""
         raise NotImplementedError
+
+    def present(self, outputs: np.ndarray, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Host-side finishing of ``generate``'s outputs into the images that grids and the metric
+        show, ``(N, S, S, 1)`` float32 in [-1, 1], as synthesis would write them (default: as
+        generated)."""
+        return outputs

@@ -28,6 +28,7 @@ import tensorflow as tf
 from mammogan_tf.models.contextual import combined_of
 from mammogan_tf.models.contextual_blocks import downsample2
 from mammogan_tf.models.contextual_config import build_contextual
+from mammogan_tf.models.postprocess import postprocess
 from mammogan_tf.training.families.base import Family, Phase, Stream
 from mammogan_tf.training.losses import perturbation_penalty
 
@@ -173,8 +174,14 @@ class ContextualFamily(Family):
         return {"image": images, "noise": noise.astype(np.float32)}
 
     def generate(self, sampler, inputs):
-        """Combined images ``(N, S, S, 1)`` in [-1, 1] (the S/2 output nearest-upsampled in stage 0)."""
-        return combined_of(self.generate_channels(sampler, inputs))
+        """``(N, S, S, 3)`` [lesion, input, combined] (the S/2 output nearest-upsampled in stage 0)."""
+        return self.generate_channels(sampler, inputs)
+
+    def present(self, outputs, inputs):
+        """What synthesis writes: the paper's post-processing (``models.postprocess``) of the lesion
+        channel added to the input, ``(N, S, S, 1)``; grids and the in-training metric show this."""
+        removal = self.model_config.mode == "remove"
+        return np.stack([postprocess(out[..., 0], out[..., 1], removal=removal).image for out in outputs])[..., None]
 
     def generate_channels(self, sampler, inputs):
         """``(N, S, S, 3)`` [lesion, input, combined] at full size for the current stage."""
