@@ -18,6 +18,7 @@ from mammogan_tf.data.config import (  # noqa: F401 - re-exported: the prepare s
 )
 from mammogan_tf.errors import ConfigError
 from mammogan_tf.models.config import ModelConfig, model_section_type
+from mammogan_tf.plugins import load_object
 from mammogan_tf.sections import Section
 from mammogan_tf.training.config import TrainConfig
 
@@ -132,14 +133,9 @@ family uses ``ExperimentConfig``."""
 def load_experiment(path: str | os.PathLike, overrides: list[str] | None = None):
     """An experiment YAML validated by the config class its ``model.family`` needs
     (``EXPERIMENT_CONFIGS``, else ``ExperimentConfig``)."""
-    import importlib
-
     data = apply_overrides(read_yaml(path), overrides)
     spec = EXPERIMENT_CONFIGS.get((data.get("model") or {}).get("family"))
-    model = ExperimentConfig
-    if spec is not None:
-        module, name = spec.split(":")
-        model = getattr(importlib.import_module(module), name)
+    model = load_object(spec) if spec is not None else ExperimentConfig
     return validate_config(data, model, source=str(path))
 
 

@@ -21,6 +21,12 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
 
+def manifest_path(path: str | os.PathLike) -> Path:
+    """The ``manifest.json`` of a stage folder, or ``path`` itself when it names a ``.json`` file."""
+    path = Path(path)
+    return path if path.suffix == ".json" else path / MANIFEST_NAME
+
+
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()

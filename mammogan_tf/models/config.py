@@ -9,11 +9,11 @@ Discriminator: layer i (0-based) has ``min(base_filters * 2**i, max_filters)`` c
 """
 from __future__ import annotations
 
-import importlib
 from typing import Annotated, Literal, Optional, Union
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
+from mammogan_tf.plugins import load_object
 from mammogan_tf.sections import Section
 
 Activation = Literal["relu", "leaky_relu", "elu", "gelu", "swish"]
@@ -104,13 +104,12 @@ def model_config_class(family: str):
     """The config class of ``family`` (a ``ValueError`` for an unknown one)."""
     if family not in MODEL_CONFIGS:
         raise ValueError(f"unknown family {family!r}; choose one of {', '.join(MODEL_CONFIGS)}")
-    module, name = MODEL_CONFIGS[family].split(":")
-    return getattr(importlib.import_module(module), name)
+    return load_object(MODEL_CONFIGS[family])
 
 
 def _family_of(value) -> str:
     family = value.get("family", "dcgan") if isinstance(value, dict) else getattr(value, "family", "dcgan")
-    return MODEL_CONFIGS.get(family, MODEL_CONFIGS["dcgan"]).split(":")[1] if family in MODEL_CONFIGS else family
+    return MODEL_CONFIGS[family].split(":")[1] if family in MODEL_CONFIGS else family
 
 
 def model_section_type():

@@ -14,6 +14,7 @@ from mammogan_tf.errors import ConfigError
 from mammogan_tf.models.acgan import ACGANDiscriminator, ACGANGenerator
 from mammogan_tf.models.config import ModelConfig
 from mammogan_tf.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from mammogan_tf.plugins import load_object
 
 
 def _generator_kwargs(config: ModelConfig) -> dict:
@@ -91,13 +92,10 @@ def gan_networks(config: ModelConfig) -> dict:
 
 def build_networks(config) -> dict:
     """The built networks of any family's model config, by name."""
-    import importlib
-
     spec = NETWORK_BUILDERS.get(config.family)
     if spec is None:
         raise ConfigError(f"model.family: no networks registered for {config.family!r}")
-    module, name = spec.split(":")
-    return getattr(importlib.import_module(module), name)(config)
+    return load_object(spec)(config)
 
 
 def _spatial(shape) -> int:

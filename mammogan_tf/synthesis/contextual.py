@@ -74,10 +74,10 @@ def output_pathology(model_config) -> str:
 
 def open_sources(path: str | os.PathLike, split: str) -> SourceSet:
     """A prepare output folder (or its ``manifest.json``), or a folder of PNG patches."""
-    from mammogan_tf.manifest import MANIFEST_NAME, read_manifest
+    from mammogan_tf.manifest import manifest_path, read_manifest
 
     path = Path(path)
-    manifest_file = path if path.suffix == ".json" else path / MANIFEST_NAME
+    manifest_file = manifest_path(path)
     if manifest_file.is_file():
         manifest = read_manifest(manifest_file)
         if manifest.get("stage") != "prepare":

@@ -49,10 +49,10 @@ TABLE_NAME = "lesions.csv"
 def full_image_table(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
     """The lesion table behind ``--reinsert`` (a prepare output or a table CSV) and its source."""
     from mammogan_tf.data.annotations import load_annotations
-    from mammogan_tf.manifest import MANIFEST_NAME, read_manifest
+    from mammogan_tf.manifest import manifest_path, read_manifest
 
     path = Path(path)
-    manifest_file = path if path.suffix == ".json" else path / MANIFEST_NAME
+    manifest_file = manifest_path(path)
     if manifest_file.is_file():
         config = read_manifest(manifest_file, stage="prepare")["config"]
         if not config.get("annotations") or not config.get("images"):

@@ -29,12 +29,12 @@ from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from mammogan_tf.errors import ConfigError, TrainingError
-from mammogan_tf.manifest import MANIFEST_NAME, build_manifest, input_record, write_json_atomic
+from mammogan_tf.manifest import MANIFEST_NAME, build_manifest, input_record, manifest_path, write_json_atomic
 from mammogan_tf.models.classifiers import ClassifierModelConfig, build_classifier
 from mammogan_tf.models.weights import NamedState, optimizer_paths, variable_paths
 from mammogan_tf.sections import Section
 from mammogan_tf.training.classifier_augment import AUGMENTATIONS
-from mammogan_tf.training.classifier_data import TaskData, collect, manifest_file
+from mammogan_tf.training.classifier_data import TaskData, collect
 from mammogan_tf.training.classifier_metrics import run_report, scores_arrays, validation_auc
 from mammogan_tf.training.mixing import MixingConfig, scheduled_share
 from mammogan_tf.training.strategy import is_chief, make_strategy
@@ -294,7 +294,7 @@ def _finish(config: ClassifierExperimentConfig, data: TaskData, model, run_dir: 
             np.savez(run_dir / "scores" / f"{name}.npz", **scores_arrays(result))
             files.append(f"scores/{name}.npz")
     write_json_atomic(run_dir / "metrics.json", summary)
-    inputs = [input_record(data.path)] + [input_record(manifest_file(p)) for p in tcfg.mixing.synthetic]
+    inputs = [input_record(data.path)] + [input_record(manifest_path(p)) for p in tcfg.mixing.synthetic]
     patients: dict[str, list[str]] = {}
     for patient, split in data.info.get("patients", {}).items():
         patients.setdefault(split, []).append(patient)

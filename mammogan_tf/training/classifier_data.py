@@ -15,16 +15,11 @@ import tensorflow as tf
 
 from mammogan_tf.data.shards import make_dataset
 from mammogan_tf.errors import ConfigError, InputError
-from mammogan_tf.manifest import MANIFEST_NAME, read_manifest
+from mammogan_tf.manifest import manifest_path, read_manifest
 from mammogan_tf.training.classifier_augment import augment_dataset
 from mammogan_tf.training.mixing import MixingConfig, Source, mixed_dataset
 
 KEYS = ("image", "label", "synthetic", "bbox", "patient_id")
-
-
-def manifest_file(path: str) -> Path:
-    path = Path(path)
-    return path if path.suffix == ".json" else path / MANIFEST_NAME
 
 
 def _element(class_of: dict[int, int], size: int, pathologies: Sequence[str] | None):
@@ -59,7 +54,7 @@ class TaskData:
 
     def __init__(self, manifest: str, classes: dict[str, list[str]], size: int,
                  pathologies: Sequence[str] | None = None):
-        self.path = manifest_file(manifest)
+        self.path = manifest_path(manifest)
         self.info = read_manifest(self.path)
         self.class_names = list(classes)
         self.classes, self.size, self.pathologies = classes, size, pathologies
@@ -76,18 +71,18 @@ class TaskData:
         counts = manifest.get("counts", {}).get(split, {})
         return int(sum(counts.get(t, 0) for t in self.classes[self.class_names[class_index]]))
 
-    def stream(self, manifest_path: Path, split: str | list[str], class_index: int | None, *, shuffle: bool,
+    def stream(self, manifest: Path, split: str | list[str], class_index: int | None, *, shuffle: bool,
                repeat: bool, seed: int, originals_only: bool = False) -> tf.data.Dataset:
         """Unbatched elements of one split (of one class when ``class_index`` is given); with
         ``originals_only`` only each lesion's original patch (``copy_index`` 0), as validation
         and test sets must hold every real lesion once."""
-        manifest = read_manifest(manifest_path)
-        class_of = self._class_of(manifest)
+        info = read_manifest(manifest)
+        class_of = self._class_of(info)
         if class_index is not None:
             class_of = {k: v for k, v in class_of.items() if v == class_index}
         keep, convert = _element(class_of or {-2: -1}, self.size, self.pathologies)
-        types = [manifest["classes"][k] for k in class_of] or None
-        dataset = make_dataset(manifest_path, split, None, shuffle=shuffle, repeat=repeat, seed=seed, as_dict=True,
+        types = [info["classes"][k] for k in class_of] or None
+        dataset = make_dataset(manifest, split, None, shuffle=shuffle, repeat=repeat, seed=seed, as_dict=True,
                                lesion_types=types, shuffle_buffer=2048)
         if originals_only:
             dataset = dataset.filter(lambda example: tf.equal(example["copy_index"], 0))
@@ -105,7 +100,7 @@ class TaskData:
             real = self.stream(self.path, split, c, shuffle=True, repeat=True, seed=seed + c)
             sources.append(Source(augment_dataset(real, augment, seed + c), c, False, n, f"real/{name}"))
         for k, folder in enumerate(mixing.synthetic):
-            path = manifest_file(folder)
+            path = manifest_path(folder)
             manifest = read_manifest(path)
             for c, name in enumerate(self.class_names):
                 n = self.count(manifest, "train", c)

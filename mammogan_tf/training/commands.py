@@ -14,19 +14,14 @@ from pathlib import Path
 from mammogan_tf.commands.config_commands import add_override_argument
 from mammogan_tf.config import ExperimentConfig, load_experiment
 from mammogan_tf.errors import ConfigError, InputError
-from mammogan_tf.manifest import MANIFEST_NAME
-
-def _manifest_path(manifest: str) -> Path:
-    path = Path(manifest)
-    return path if path.suffix == ".json" else path / MANIFEST_NAME
-
+from mammogan_tf.manifest import manifest_path
 
 def ensure_training_data(config: ExperimentConfig, progress: bool = True) -> Path:
     """Path of the training data manifest; writes the phantom and prepares it when asked to."""
     data = config.train.data
     if not data.manifest:
         raise ConfigError("train.data.manifest: name the prepared data (a `mammogan prepare` output folder)")
-    manifest = _manifest_path(data.manifest)
+    manifest = manifest_path(data.manifest)
     if manifest.is_file():
         return manifest
     if not data.prepare_phantom_if_missing:

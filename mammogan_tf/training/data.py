@@ -22,16 +22,10 @@ import numpy as np
 import tensorflow as tf
 
 from mammogan_tf.errors import InputError
-from mammogan_tf.manifest import MANIFEST_NAME, read_manifest
+from mammogan_tf.manifest import manifest_path, read_manifest
 from mammogan_tf.training.families.base import Stream
 
 SHUFFLE_BUFFER = 4096
-
-
-def manifest_file(path: str | os.PathLike) -> Path:
-    """``path/manifest.json`` for a folder, ``path`` for a file."""
-    path = Path(path)
-    return path / MANIFEST_NAME if path.is_dir() else path
 
 
 def _decode_mask(png: tf.Tensor, size: int) -> tf.Tensor:
@@ -62,11 +56,11 @@ class TrainingData:
     ``num_examples`` (primary), ``counts`` per stream, ``builds`` (pipelines built so far).
     """
 
-    def __init__(self, manifest_path: str | os.PathLike, split: str, streams: dict[str, Stream],
+    def __init__(self, manifest: str | os.PathLike, split: str, streams: dict[str, Stream],
                  batch_size: int, seed: int = 0, cache: bool = True):
         from mammogan_tf.data.shards import split_files
 
-        self.path = manifest_file(manifest_path)
+        self.path = manifest_path(manifest)
         self.manifest = read_manifest(self.path)
         self.classes = list(self.manifest.get("classes", []))
         self.patch_size = self.manifest.get("patch_size")

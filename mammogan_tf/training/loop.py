@@ -240,13 +240,10 @@ class Trainer:
     def _update(self, index: int, batch, seed):
         phase = self.phases[index]
         variables = self.networks[phase.network].trainable_variables
-        compute = self._gradients
+        compute = functools.partial(self._gradients, index)
         if self.config.jit_compile:
-            compute = self._jit.setdefault(index, tf.function(functools.partial(self._gradients, index),
-                                                              jit_compile=True, autograph=False))
-            grads, out, real_sign = compute(batch, seed)
-        else:
-            grads, out, real_sign = compute(index, batch, seed)
+            compute = self._jit.setdefault(index, tf.function(compute, jit_compile=True, autograph=False))
+        grads, out, real_sign = compute(batch, seed)
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
         self.optimizers[phase.network].apply_gradients(pairs)
         if self.ada is not None and real_sign is not None:

@@ -61,7 +61,7 @@ class TrainingMetric:
 
 def broadcast(strategy: tf.distribute.Strategy, value: float) -> float:
     """``value`` of the chief (worker 0), on every worker (a no-op on one worker)."""
-    if strategy.extended._in_multi_worker_mode() if hasattr(strategy.extended, "_in_multi_worker_mode") else False:
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         def chief_value():
             context = tf.distribute.get_replica_context()
             return tf.where(tf.equal(context.replica_id_in_sync_group, 0), tf.constant(value, tf.float64),

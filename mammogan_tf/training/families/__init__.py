@@ -5,9 +5,8 @@ Adding a family is one module here plus one line in ``FAMILIES`` (and its model 
 """
 from __future__ import annotations
 
-import importlib
-
 from mammogan_tf.errors import ConfigError
+from mammogan_tf.plugins import load_object
 
 FAMILIES = {
     "dcgan": "mammogan_tf.training.families.dcgan:DCGANFamily",
@@ -19,11 +18,9 @@ FAMILIES = {
 
 def family_class(name: str):
     """The ``Family`` subclass registered as ``name``."""
-    try:
-        module, attr = FAMILIES[name].split(":")
-    except KeyError:
-        raise ConfigError(f"model.family: unknown family {name!r}; choose one of {', '.join(FAMILIES)}") from None
-    return getattr(importlib.import_module(module), attr)
+    if name not in FAMILIES:
+        raise ConfigError(f"model.family: unknown family {name!r}; choose one of {', '.join(FAMILIES)}")
+    return load_object(FAMILIES[name])
 
 
 def make_family(model_config, train_config):
