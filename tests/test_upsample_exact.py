@@ -63,6 +63,7 @@ def test_gemm_equals_conv2d_transpose(kernel_size):
 def test_upsample2d_matches_keras_layer_with_the_same_kernel(filters, side, form, monkeypatch):
     """Every form keeps the Conv2DTranspose variable and computes the same function."""
     monkeypatch.setattr(layers, "GEMM_MIN_WEIGHTS", 5 * 5 * 8 * 24)  # tiny stand-in for 8M weights
+    monkeypatch.setattr(layers, "SUBPIXEL_MAX_FILTERS", 16)  # the rule, switched on
     layer = Upsample2D(filters, 5, "transpose", use_bias=True)
     x = tf.random.stateless_normal((2, side, side, 8), (0, 1))
     y = layer(x)
