@@ -212,7 +212,7 @@ def test_reinsert_full_images_and_table_read_by_prepare(contextual_run, tmp_path
         window = resize_patch(crop(original.astype(np.float32), x0, y0, x1 - x0), 64)
         back = undo_orientation((source.pixels + 1) / 2, flip, k)
         assert np.corrcoef(back.ravel(), window.ravel())[0, 1] > 0.9
-        assert entry["orientation_score"] > 0.9
+        assert entry["orientation_score"] > 0.9 and entry["orientation_recorded"]
         # the table's box is the post-processed mask's box, turned back and moved to the origin
         mask = (cv2.imdecode(np.frombuffer(record["mask"], np.uint8), cv2.IMREAD_UNCHANGED) > 0).astype(np.float32)
         bx0, by0, bx1, by1 = mask_box(undo_orientation(mask, flip, k))
@@ -275,3 +275,101 @@ def test_removal_mode_and_png_sources(contextual_run, tmp_path, monkeypatch):
     assert manifest["source_kind"] == "png" and manifest["sources"] == 2 and manifest["source_split"] is None
     names = sorted(read_png_provenance(tmp_path / "from_png" / f)["source_patch_id"] for f in manifest["files"])
     assert names == sorted(p.name for p in folder.glob("*.png"))
+
+
+def test_removal_reinserts_with_the_recorded_orientation(contextual_run, tmp_path, monkeypatch):
+    """Remove mode on flipped/turned lesion patches: prepare recorded each patch's (flip, k), the
+    reinsertion uses it (its rank correlation with the full image's crop is high), changes pixels
+    only inside the crop, and drops from the table the findings whose centre the removal covers."""
+    import mammogan_tf.synthesis.synthesize as synthesize
+    from mammogan_tf.data.images import read_image
+    from mammogan_tf.synthesis.contextual import open_sources, read_sources
+
+    run, data, phantom = contextual_run
+    real = synthesize.load_generator
+
+    def load(run_dir, checkpoint="best"):
+        loaded = real(run_dir, checkpoint)
+        loaded.generator = Darkened(loaded.generator)
+        loaded.model_config = loaded.model_config.model_copy(update={"mode": "remove"})
+        return loaded
+
+    monkeypatch.setattr(synthesize, "load_generator", load)
+    out = tmp_path / "removed"
+    assert _synthesize(run, data, out, "--n", "6", "--reinsert", str(data)) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    sources = {s.index: s for s in read_sources(open_sources(data, "train"), "mass", 64)}
+    assert {s.orientation for s in sources.values()} - {None} == {s.orientation for s in sources.values()}
+    assert len({s.orientation for s in sources.values()}) > 1  # prepare did turn them
+    source_table, table = pd.read_csv(phantom / "lesions.csv"), pd.read_csv(out / "reinserted" / "lesions.csv")
+    assert manifest["reinserted"]
+    for entry in manifest["reinserted"]:
+        source = sources[entry["source_index"]]
+        assert entry["orientation_recorded"] and tuple(entry["orientation"]) == source.orientation
+        assert entry["orientation_score"] > 0.9
+        rows = source_table[source_table.image_id == source.image_id]
+        written, _ = read_image(out / "reinserted" / entry["file"])
+        original, _ = read_image(phantom / rows["path"].iloc[0])
+        changed = np.argwhere(np.abs(written - np.rint(original * 65535) / 65535) > 1e-6)
+        x0, y0, x1, y1 = source.origin
+        assert len(changed) > 50 and changed[:, 0].min() >= y0 and changed[:, 0].max() < y1
+        assert changed[:, 1].min() >= x0 and changed[:, 1].max() < x1
+        bx0, by0, bx1, by1 = entry["box"]
+        kept = table[table.path == entry["file"]]
+        assert kept.synthetic.all() and (kept.patient_id == source.patient_id).all()
+        for _, row in rows[rows.lesion_type != "normal"].iterrows():
+            cx, cy = (row.x0 + row.x1) / 2, (row.y0 + row.y1) / 2
+            covered = bx0 <= cx < bx1 and by0 <= cy < by1
+            present = ((kept.x0 == row.x0) & (kept.y0 == row.y0)).any()
+            assert present != covered
+
+
+def test_export_serves_the_raw_channels_and_synthesize_model_equals_run(contextual_run, tmp_path, monkeypatch):
+    """`mammogan export` of a contextual run: the SavedModel's (context, noise) -> (lesion, image)
+    equal the restored generator; `synthesize --model EXPORT --from` writes the same pixels and
+    provenance as `synthesize --run RUN --from`."""
+    import tensorflow as tf
+
+    import mammogan_tf.synthesis.model_export as model_export
+    from mammogan_tf.cli import main
+    from mammogan_tf.synthesis.contextual import contextual_noise
+    from mammogan_tf.synthesis.export import read_png_provenance
+    from mammogan_tf.synthesis.sampling import load_generator
+    from conftest import png_pixels
+
+    run, data, _ = contextual_run
+    export = tmp_path / "export"
+    assert main(["export", "--run", str(run), "--checkpoint", "last", "--out", str(export)]) == 0
+    loaded = load_generator(run, "last")
+    sources = list(_sources(data).values())[:3]
+    context = np.stack([(s.pixels + 1) / 2 for s in sources])[..., None].astype(np.float32)
+    noise = np.stack([contextual_noise(loaded.generator.noise_dim, 0, i) for i in range(3)])
+    expected = np.asarray(loaded.generator(context * 2 - 1, noise=noise, training=False))
+    serving = tf.saved_model.load(str(export / "saved_model")).signatures["serving_default"]
+    served = serving(context=tf.constant(context), noise=tf.constant(noise))
+    np.testing.assert_allclose(served["lesion"].numpy()[..., 0], expected[..., 0], atol=1e-5)
+    np.testing.assert_allclose(served["image"].numpy()[..., 0], np.clip((expected[..., 2] + 1) / 2, 0, 1), atol=1e-5)
+    card = json.loads((export / "model_card.json").read_text())
+    assert "--from" in card["execution"]["generate_method"]["command"]
+    assert set(card["execution"]["generate_method"]["signature"]["inputs"]) == {"context", "noise"}
+
+    _patched(monkeypatch, Boosted)
+    real_export = model_export.load_export
+
+    def load_export(export_dir):
+        loaded = real_export(export_dir)
+        loaded.generator = Boosted(loaded.generator)
+        return loaded
+
+    monkeypatch.setattr(model_export, "load_export", load_export)
+    common = ["--from", str(data), "--n", "3", "--format", "png", "--seed", "2", "--quiet"]
+    assert main(["synthesize", "--run", str(run), "--checkpoint", "last", "--out", str(tmp_path / "r"), *common]) == 0
+    assert main(["synthesize", "--model", str(export), "--out", str(tmp_path / "m"), *common]) == 0
+    names = sorted(p.name for p in (tmp_path / "r").glob("*.png"))
+    assert len(names) == 3 and names == sorted(p.name for p in (tmp_path / "m").glob("*.png"))
+    for name in names:
+        np.testing.assert_array_equal(png_pixels(tmp_path / "r" / name), png_pixels(tmp_path / "m" / name))
+        assert read_png_provenance(tmp_path / "r" / name) == read_png_provenance(tmp_path / "m" / name)
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["config"]["model"] == str(export.resolve())
+    assert manifest["inputs"][0]["path"] == str((export / "manifest.json").resolve())

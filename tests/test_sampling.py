@@ -229,3 +229,24 @@ def test_contextual_patches_rotate_and_flip():
                          contextual_normal_per_image=0)
     boxes = {p.bbox for p in sample_contextual_patches(image, breast, lesions[:1], varied, np.random.default_rng(0))}
     assert len(boxes) > 2  # the same lesion lands in different orientations
+
+
+def test_contextual_patches_record_their_orientation():
+    """Each patch records the (flip, k) it was turned by: undoing it gives back the plain crop,
+    and the record survives a shard round trip (older shards read -1s: unknown)."""
+    from mammogan_tf.data.shards import parse_example, serialize_patch
+    from mammogan_tf.synthesis.full_images import undo_orientation
+
+    image, breast, lesions = _scene()
+    config = PatchConfig(mode="contextual", size=48, max_offset=0, scale_range=(1.0, 1.0), contextual_per_lesion=8,
+                         contextual_normal_per_image=2)
+    patches = sample_contextual_patches(image, breast, lesions, config, np.random.default_rng(0))
+    assert len({p.orientation for p in patches if p.lesion_type != "normal"}) > 2
+    for patch in patches:
+        x0, y0, _, _ = patch.origin
+        flip, k = patch.orientation
+        assert np.array_equal(undo_orientation(patch.pixels, bool(flip), k), crop(image, x0, y0, 48))
+    fields = dict(label=1, lesion_type="mass", pathology="benign", patient_id="p", image_id="i", kind="contextual")
+    stored = parse_example(serialize_patch(patches[0].pixels, orientation=patches[0].orientation, **fields))
+    assert tuple(stored["orientation"].numpy()) == patches[0].orientation
+    assert tuple(parse_example(serialize_patch(patches[0].pixels, **fields))["orientation"].numpy()) == (-1, -1)

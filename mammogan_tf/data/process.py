@@ -196,5 +196,6 @@ def process_image(job: ImageJob, config: PrepareConfig) -> dict:
         "label": label_of(p.lesion_type), "lesion_type": p.lesion_type, "pathology": p.pathology,
         "patient_id": job.patient_id, "image_id": job.image_id, "kind": p.kind,
         "bbox": p.bbox, "origin": p.origin, "mask_png": encode_mask(p.mask), "copy_index": p.copy_index,
+        "orientation": p.orientation,
     } for p in patches]
     return {"patches": records, "rejected": rejected, "read": True, "mask_rules": dict(rules)}

@@ -54,6 +54,8 @@ class Patch:
         mask: ``(S, S) bool`` lesion mask inside the patch (this lesion's ROI mask when given,
             else its box), or None for normal tissue.
         kind: ``"lesion"``, ``"normal"`` or ``"contextual"``.
+        orientation: ``(flip, k)`` applied after the crop: flipped left/right (0/1), then k
+            counter-clockwise quarter turns; ``(0, 0)`` when the crop was not turned.
         copy_index: which of a lesion's patches this is: 0 = the lesion's original (lesion
             mode: centred, un-jittered; contextual mode: its first draw), 1, 2, ... = further
             augmented copies. Normal-tissue patches are all originals (0). Evaluation and test
@@ -69,6 +71,7 @@ class Patch:
     mask: Optional[np.ndarray] = None
     kind: str = "lesion"
     copy_index: int = 0
+    orientation: tuple[int, int] = (0, 0)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -324,7 +327,9 @@ def _contextual_patch(image: np.ndarray, x0: int, y0: int, side: int, out_side: 
     pixels = resize_patch(crop(image, x0, y0, side), out_side)
     mask = resize_mask(crop(own, x0, y0, side), out_side) if own is not None else None
     bbox = _box_in_patch(box, x0, y0, scale, out_side) if box is not None else None
+    flipped, k = 0, 0
     if config.flip and rng.random() < 0.5:
+        flipped = 1
         pixels = np.fliplr(pixels)
         mask = np.fliplr(mask) if mask is not None else None
         bbox = flip_box(bbox, out_side) if bbox is not None else None
@@ -338,7 +343,7 @@ def _contextual_patch(image: np.ndarray, x0: int, y0: int, side: int, out_side: 
         lesion_type=lesion_type, pathology=pathology, bbox=bbox,
         origin=(x0, y0, x0 + side, y0 + side), scale=float(scale),
         mask=np.ascontiguousarray(mask) if mask is not None else None, kind="contextual",
-        copy_index=copy_index,
+        copy_index=copy_index, orientation=(flipped, k),
     )
 
 

@@ -33,10 +33,12 @@ FEATURES = {
     "synthetic": tf.io.FixedLenFeature([], tf.int64, default_value=0),
     "provenance": tf.io.FixedLenFeature([], tf.string, default_value=b""),
     "copy_index": tf.io.FixedLenFeature([], tf.int64, default_value=0),
+    "orientation": tf.io.FixedLenFeature([2], tf.int64, default_value=[-1, -1]),
 }
 """Every field of a shard record; ``bbox`` is -1s when the patch holds no lesion; ``copy_index``
 is 0 for a lesion's original patch (and every normal, whole or synthetic one), 1, 2, ... for its
-augmented copies (``data.sampling.Patch``); shards written before it existed read as 0."""
+augmented copies (``data.sampling.Patch``); shards written before it existed read as 0.
+``orientation`` is ``(flip, k)`` of ``Patch.orientation`` (-1s: not recorded, as in older shards)."""
 
 SHARD_SUFFIX = ".tfrecord"
 
@@ -58,7 +60,7 @@ def _floats(values) -> tf.train.Feature:
 def serialize_encoded(*, image_png: bytes, height: int, width: int, label: int, lesion_type: str,
                       pathology: str, patient_id: str, image_id: str, kind: str, bbox=None,
                       origin=None, mask_png: bytes = b"", synthetic: bool = False,
-                      provenance: dict | None = None, copy_index: int = 0) -> bytes:
+                      provenance: dict | None = None, copy_index: int = 0, orientation=None) -> bytes:
     """One ``tf.train.Example`` from an already PNG-encoded patch (see ``FEATURES``)."""
     feature = {
         "image": _bytes(image_png),
@@ -76,6 +78,7 @@ def serialize_encoded(*, image_png: bytes, height: int, width: int, label: int, 
         "synthetic": _ints(1 if synthetic else 0),
         "provenance": _bytes(json.dumps(provenance, sort_keys=True) if provenance else b""),
         "copy_index": _ints(copy_index),
+        "orientation": _ints(orientation if orientation is not None else (-1, -1)),
     }
     example = tf.train.Example(features=tf.train.Features(feature=feature))
     return example.SerializeToString(deterministic=True)
@@ -85,7 +88,7 @@ def serialize_patch(pixels: np.ndarray, *, mask: np.ndarray | None = None, **fie
     """One ``tf.train.Example`` from a patch ``pixels`` (H, W) float in [0, 1] and its fields.
 
     ``fields``: label, lesion_type, pathology, patient_id, image_id, kind, and optionally bbox,
-    origin, synthetic, provenance (a dict, stored as JSON), copy_index.
+    origin, synthetic, provenance (a dict, stored as JSON), copy_index, orientation.
     """
     height, width = pixels.shape[:2]
     return serialize_encoded(image_png=encode_png16(pixels), height=height, width=width,

@@ -32,7 +32,8 @@ from mammogan_tf.models.postprocess import (DILATE_PX, MIN_AREA_FRACTION, SMOOTH
 @dataclass
 class Source:
     """One real source patch: ``pixels`` (S, S) float32 in [-1, 1] and where it came from
-    (``origin`` (x0, y0, x1, y1) of the crop in image pixels, None when unknown)."""
+    (``origin`` (x0, y0, x1, y1) of the crop in image pixels, ``orientation`` (flip, k) that
+    prepare applied to the crop; None when unknown)."""
 
     index: int
     pixels: np.ndarray
@@ -43,6 +44,7 @@ class Source:
     origin: tuple[int, int, int, int] | None = None
     lesion_type: str = "normal"
     extra: dict = field(default_factory=dict)
+    orientation: tuple[bool, int] | None = None
 
 
 @dataclass
@@ -128,10 +130,12 @@ def _shard_sources(sources: SourceSet, lesion_type: str, size: int, n: int | Non
             if example["lesion_type"].numpy().decode() != lesion_type:
                 continue
             origin = tuple(int(v) for v in example["origin"].numpy())
+            flip, k = (int(v) for v in example["orientation"].numpy())
             yield Source(index, example["image"].numpy()[..., 0], patch_id=f"{Path(file).name}#{position}",
                          image_id=example["image_id"].numpy().decode(),
                          patient_id=example["patient_id"].numpy().decode(), split=sources.split,
                          origin=None if origin[0] == origin[2] == -1 else origin, lesion_type=lesion_type,
+                         orientation=None if flip < 0 else (bool(flip), k),
                          extra={"pathology": example["pathology"].numpy().decode(),
                                 "kind": example["kind"].numpy().decode()})
             index += 1

@@ -40,11 +40,12 @@ test patients untouched."""
 
 
 def run_contextual_synthesize(loaded, source_path: str | os.PathLike, out_dir: str | os.PathLike, *,
-                              run_dir, checkpoint: str = "best", split: str = DEFAULT_SPLIT, n: int | None = None,
+                              run_dir=None, model_dir=None, checkpoint: str = "best", split: str = DEFAULT_SPLIT, n: int | None = None,
                               seed: int = 0, fmt: str = "shards", batch_size: int = 16,
                               reinsert_from: str | os.PathLike | None = None, progress: bool = True) -> dict:
-    """Apply the contextual generator ``loaded`` to the sources at ``source_path``; returns the manifest."""
-    from mammogan_tf.synthesis.synthesize import _FileOutput, _ShardOutput
+    """Apply the contextual generator ``loaded`` (of the run ``run_dir`` or the export ``model_dir``)
+    to the sources at ``source_path``; returns the manifest."""
+    from mammogan_tf.synthesis.synthesize import _FileOutput, _ShardOutput, generator_inputs
 
     model = loaded.model_config
     sources = open_sources(source_path, split)
@@ -85,11 +86,12 @@ def run_contextual_synthesize(loaded, source_path: str | os.PathLike, out_dir: s
         raise ConfigError(f"--from {source_path}: no {source_lesion_type(model)} patches"
                           + (f" in split '{split}'" if sources.split else ""))
     files = output.finish() + ([f"reinserted/{f}" for f in full.finish()] if full is not None else [])
-    settings = {"run": str(Path(run_dir).resolve()), "checkpoint": checkpoint, "from": str(Path(source_path).resolve()),
+    origin = {"model": str(Path(model_dir).resolve())} if model_dir is not None else \
+        {"run": str(Path(run_dir).resolve()), "checkpoint": checkpoint}
+    settings = {**origin, "from": str(Path(source_path).resolve()),
                 "split": sources.split, "n": n, "seed": seed, "format": fmt, "batch_size": batch_size,
                 "reinsert": str(Path(reinsert_from).resolve()) if reinsert_from is not None else None}
-    inputs = [input_record(Path(run_dir) / MANIFEST_NAME),
-              {**input_record(loaded.checkpoint + ".index"), "generator_sha256": loaded.sha256}]
+    inputs = generator_inputs(loaded, run_dir, model_dir)
     if sources.kind == "prepare":
         inputs.append(input_record(sources.path / MANIFEST_NAME))
     if table is not None:

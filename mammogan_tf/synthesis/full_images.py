@@ -3,15 +3,16 @@
 Full images are found through ``--reinsert``: a ``mammogan prepare`` output (its config names the
 annotation file, its format and the image folder) or a lesion table CSV (``--format table``
 paths, relative to the table's folder). A source patch's image is the table row of its
-``image_id``; its crop is the shard record's ``origin`` (image pixels; prepare records the
-crop, not the flip and quarter turns of contextual sampling, nor the normalisation).
+``image_id``; its crop is the shard record's ``origin`` and its flip and quarter turns the
+record's ``orientation`` (image pixels; prepare does not record the normalisation).
 
 For each kept synthetic patch (``reinsert_patch``):
 
-1. orientation: prepare flipped the crop left/right and/or turned it by k * 90 degrees without
-   recording it; the one of the 8 that makes the source patch agree best with the crop of the
-   full image (resized to the patch side like prepare did) is chosen by rank correlation (robust
-   to prepare's monotone histogram normalisation), and recorded with its score;
+1. orientation: prepare flipped the crop left/right and/or turned it by k * 90 degrees and
+   records it; for shards written before it did, the one of the 8 that makes the source patch
+   agree best with the crop of the full image (resized to the patch side like prepare did) is
+   chosen by rank correlation (robust to prepare's monotone histogram normalisation). Either way
+   the orientation's rank correlation is recorded as ``orientation_score`` (a check: near 1);
 2. intensity: prepare's normalisation is undone by a monotone quantile map from the source
    patch's values to the crop's (``monotone_map``, anchored at 0 -> 0 and 1 -> 1);
 3. the lesion is the mapped difference ``f(synthetic) - f(source)``, turned back, resized to the
@@ -76,15 +77,22 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def _standard_ranks(values: np.ndarray) -> np.ndarray:
+    ranks = _ranks(values)
+    return (ranks - ranks.mean()) / (ranks.std() or 1.0)
+
+
+def orientation_score(patch: np.ndarray, reference: np.ndarray, flip: bool, k: int) -> float:
+    """Rank correlation in [-1, 1] of ``patch`` turned back by ``(flip, k)`` with ``reference``."""
+    return float(np.mean(_standard_ranks(undo_orientation(patch, flip, k)) * _standard_ranks(reference)))
+
+
 def find_orientation(patch: np.ndarray, reference: np.ndarray) -> tuple[bool, int, float]:
     """``(flip, k, score)``: the orientation whose undoing best matches ``reference`` (both (S, S));
-    score = rank correlation in [-1, 1] (ties: the first of ``ORIENTATIONS``)."""
-    target = _ranks(reference)
-    target = (target - target.mean()) / (target.std() or 1.0)
+    score = ``orientation_score`` (ties: the first of ``ORIENTATIONS``)."""
     best = (False, 0, -2.0)
     for flip, k in ORIENTATIONS:
-        ranks = _ranks(undo_orientation(patch, flip, k))
-        score = float(np.mean((ranks - ranks.mean()) / (ranks.std() or 1.0) * target))
+        score = orientation_score(patch, reference, flip, k)
         if score > best[2] + 1e-9:
             best = (flip, k, score)
     return best
@@ -100,17 +108,24 @@ def monotone_map(source: np.ndarray, reference: np.ndarray):
     return lambda values: np.interp(values, xs, ys)
 
 
-def reinsert_patch(image: np.ndarray, source: np.ndarray, synthetic: np.ndarray, mask: np.ndarray, origin):
+def reinsert_patch(image: np.ndarray, source: np.ndarray, synthetic: np.ndarray, mask: np.ndarray, origin,
+                   orientation: tuple[bool, int] | None = None):
     """``image`` (H, W) float in [0, 1]; ``source``, ``synthetic`` (S, S) in [-1, 1] (the real
     patch and its post-processed synthetic version), ``mask`` (S, S) soft mask in [0, 1], all in
-    the patch's (flipped/turned) frame; ``origin`` the crop. Returns ``(Reinserted, (flip, k, score))``."""
+    the patch's (flipped/turned) frame; ``origin`` the crop; ``orientation`` (flip, k) as prepare
+    recorded it (None: found by ``find_orientation``). Returns ``(Reinserted, (flip, k, score))``."""
     from mammogan_tf.data.sampling import crop, resize_patch
 
     x0, y0, x1, y1 = (int(v) for v in origin)
     side, size = x1 - x0, source.shape[0]
     window = crop(image.astype(np.float32), x0, y0, side)
     source, synthetic = (source + 1.0) / 2.0, (synthetic + 1.0) / 2.0
-    flip, k, score = find_orientation(source, resize_patch(window, size))
+    reference = resize_patch(window, size)
+    if orientation is None:
+        flip, k, score = find_orientation(source, reference)
+    else:
+        flip, k = orientation
+        score = orientation_score(source, reference, flip, k)
     source, synthetic, mask = (undo_orientation(a, flip, k) for a in (source, synthetic, mask))
     to_image = monotone_map(source, resize_patch(window, size))
     delta = (to_image(synthetic) - to_image(source)).astype(np.float32)
@@ -150,11 +165,13 @@ class FullImageWriter:
             raise InputError(f"source {source.patch_id}: image {source.image_id} is not in the --reinsert table")
         first = rows.iloc[0]
         image, meta = read_image(first["path"])
-        result, (flip, k, score) = reinsert_patch(image, source.pixels, synthetic, mask, source.origin)
+        result, (flip, k, score) = reinsert_patch(image, source.pixels, synthetic, mask, source.origin,
+                                                  source.orientation)
         dicom = self.fmt == "dicom" or meta.source_format == "dicom"
         name = f"synthetic-{index:07d}.{'dcm' if dicom else 'png'}"
         full_record = {**record, "reinserted_into": str(source.image_id), "orientation": [bool(flip), int(k)],
-                       "orientation_score": round(score, 4), "lesion_box_image": list(result.box) if result.box else None}
+                       "orientation_score": round(score, 4),
+                       "orientation_recorded": source.orientation is not None, "lesion_box_image": list(result.box) if result.box else None}
         if dicom:
             self.series = self.series or DicomSeries("full mammograms with a reinserted GAN lesion")
             self.series.write(self.folder / name, result.image, full_record, number=index + 1)
@@ -163,7 +180,8 @@ class FullImageWriter:
         self.files.append(name)
         self._add_rows(name, index, rows, result.box, record, (flip, k, score))
         return {"file": name, "box": list(result.box) if result.box else None,
-                "orientation": [bool(flip), int(k)], "orientation_score": round(score, 4)}
+                "orientation": [bool(flip), int(k)], "orientation_score": round(score, 4),
+                "orientation_recorded": source.orientation is not None}
 
     def _add_rows(self, name, index, rows, box, record, orientation):
         from mammogan_tf.synthesis.contextual import output_pathology

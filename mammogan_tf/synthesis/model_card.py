@@ -171,7 +171,8 @@ def build_model_card(loaded, exported: dict, evaluation=None, vtt=None) -> dict:
     manifest, config = loaded.run_manifest, loaded.run_manifest.get("config") or {}
     model, train = config.get("model") or {}, config.get("train") or {}
     preset, family = config.get("name"), loaded.model_config.family
-    size, channels = loaded.model_config.image_size, loaded.model_config.channels
+    size, channels = loaded.model_config.image_size, getattr(loaded.model_config, "channels", 1)
+    contextual = family == "contextual"
     data = _training_data(manifest)
     best = _json(loaded.run_dir / "best" / "best.json")
     metric = _metric_at(loaded.run_dir, loaded.step)
@@ -194,7 +195,9 @@ def build_model_card(loaded, exported: dict, evaluation=None, vtt=None) -> dict:
                       "onnx": exported["files"]["onnx"] or "not exported",
                       "image_size": [size, size],
                       "dependencies": [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
-                      "generate_method": {"command": "mammogan synthesize --model EXPORT_DIR --n N --out DIR",
+                      "generate_method": {"command": "mammogan synthesize --model EXPORT_DIR "
+                                                     + ("--from PREPARE_DIR_OR_PNG_FOLDER" if contextual else "--n N")
+                                                     + " --out DIR",
                                           "signature": exported["signature"]}},
         "selection": {
             "performance": performance,
@@ -202,8 +205,10 @@ def build_model_card(loaded, exported: dict, evaluation=None, vtt=None) -> dict:
             "organ": ["breast"] if data.get("modality", NOT_MEASURED) != NOT_MEASURED else NOT_MEASURED,
             "modality": data.get("modality", NOT_MEASURED), "vendors": data.get("vendors", NOT_MEASURED),
             "centres": NOT_MEASURED,
-            "function": ["noise to image", "class-conditional generation" if conditional
-                         else "unconditional generation", "data augmentation"],
+            "function": (["image to image", f"lesion {loaded.model_config.mode} in real tissue (the SavedModel "
+                          "gives the raw lesion; synthesize applies Wu et al.'s post-processing)"] if contextual
+                         else ["noise to image", "class-conditional generation" if conditional
+                               else "unconditional generation"]) + ["data augmentation"],
             "condition": loaded.class_names if conditional else [],
             "dataset": data["dataset"], "augmentations": (train.get("augment") or {}).get("ops") or [],
             "generates": loaded.class_names, "height": size, "width": size, "depth": None,

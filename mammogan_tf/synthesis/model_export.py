@@ -21,9 +21,15 @@ SERVING (``serving_default``; inputs and outputs by name):
 * -> ``image``: ``(B, S, S, channels)`` float32 in [0, 1] (the generator's tanh output mapped
   by ``(x + 1) / 2`` and clipped, exactly as ``mammogan synthesize`` writes pixels).
 
-Families with other inputs extend the same signature by name (``SIGNATURE_INPUTS``): a
-contextual (in-painting) family will add ``context`` ``(B, S, S, 1)`` in [0, 1] (the masked
-patch) and a ``lesion`` output beside ``image``; only DCGAN and ACGAN exist so far.
+Contextual generators (Wu et al.) take a real patch instead of a latent:
+
+* ``context``: ``(B, S, S, 1)`` float32 in [0, 1], the real patch (normal tissue to add a lesion
+  to, or a lesion patch to remove it from), prepared like the run's training patches;
+* ``noise``: ``(B, noise_dim)`` float32 in U[-1, 1], the per-block random scalars;
+* -> ``lesion``: ``(B, S, S, 1)`` float32 in [-1, 1], the raw lesion channel, and ``image``:
+  ``(B, S, S, 1)`` in [0, 1], ``context`` plus the raw lesion, clipped. ``mammogan synthesize``
+  writes the post-processed patch instead (``models.postprocess.postprocess(lesion, context)``:
+  threshold, largest component, dilation, smooth edge); the card says so.
 """
 from __future__ import annotations
 
@@ -40,7 +46,7 @@ SAVED_MODEL_DIR = "saved_model"
 ONNX_FILE = "generator.onnx"
 ONNX_OPSET = 17
 SIGNATURE = "serving_default"
-SIGNATURE_INPUTS = {"dcgan": ("latent",), "acgan": ("latent", "class_label")}
+SIGNATURE_INPUTS = {"dcgan": ("latent",), "acgan": ("latent", "class_label"), "contextual": ("context", "noise")}
 """Inputs of the serving signature per family, in order (the generator's call takes them so)."""
 
 
@@ -50,6 +56,16 @@ def signature_description(model_config) -> dict:
     if family not in SIGNATURE_INPUTS:
         raise ConfigError(f"model.family {family}: export supports {', '.join(SIGNATURE_INPUTS)} so far")
     size, channels = model_config.image_size, getattr(model_config, "channels", 1)
+    if family == "contextual":
+        from mammogan_tf.models.contextual_blocks import num_levels
+
+        noise_dim = 2 * num_levels(size, model_config.center_resolution)
+        plane = {"shape": [None, size, size, 1], "dtype": "float32"}
+        return {"name": SIGNATURE,
+                "inputs": {"context": {**plane, "range": [0.0, 1.0]},
+                           "noise": {"shape": [None, noise_dim], "dtype": "float32", "distribution": "uniform"}},
+                "outputs": {"image": {**plane, "range": [0.0, 1.0], "postprocessed": False},
+                            "lesion": {**plane, "range": [-1.0, 1.0]}}}
     inputs = {"latent": {"shape": [None, model_config.latent_dim], "dtype": "float32",
                          "distribution": model_config.latent_distribution}}
     if "class_label" in SIGNATURE_INPUTS[family]:
@@ -63,6 +79,8 @@ def serving_module(generator, model_config):
     import tensorflow as tf
 
     names = SIGNATURE_INPUTS[model_config.family]
+    if model_config.family == "contextual":
+        return _contextual_serving_module(generator, model_config)
     specs = [tf.TensorSpec([None, model_config.latent_dim], tf.float32, name="latent")]
     if "class_label" in names:
         specs.append(tf.TensorSpec([None], tf.int32, name="class_label"))
@@ -77,6 +95,25 @@ def serving_module(generator, model_config):
     else:
         module.serve = tf.function(lambda latent, class_label: image((latent, class_label)), input_signature=specs,
                                    autograph=False)
+    return module
+
+
+def _contextual_serving_module(generator, model_config):
+    import tensorflow as tf
+
+    size, noise_dim = model_config.image_size, generator.noise_dim
+    specs = [tf.TensorSpec([None, size, size, 1], tf.float32, name="context"),
+             tf.TensorSpec([None, noise_dim], tf.float32, name="noise")]
+
+    def serve(context, noise):
+        out = generator(context * 2.0 - 1.0, noise=noise, alpha=None, training=False)
+        return {"image": tf.clip_by_value((out[..., 2:3] + 1.0) / 2.0, 0.0, 1.0), "lesion": out[..., 0:1]}
+
+    module = tf.Module()
+    module.generator = generator
+    # the generator's own scalar sampler (unused: noise is an input) is captured by its graph; track it
+    module.seed_state = generator.seed_generator.state.value
+    module.serve = tf.function(serve, input_signature=specs, autograph=False)
     return module
 
 

@@ -77,6 +77,17 @@ class _FileOutput:
         return self.files
 
 
+def generator_inputs(loaded, run_dir, model_dir) -> list[dict]:
+    """Manifest input records of the generator: the export's manifest and Keras file, or the run's
+    manifest and checkpoint (with the generator's sha256)."""
+    if model_dir is not None:
+        from mammogan_tf.synthesis.model_export import export_inputs
+
+        return export_inputs(model_dir, loaded)
+    return [input_record(Path(run_dir) / MANIFEST_NAME),
+            {**input_record(loaded.checkpoint + ".index"), "generator_sha256": loaded.sha256}]
+
+
 def run_synthesize(run_dir: str | os.PathLike | None, n: int | None, out_dir: str | os.PathLike, *,
                    fmt: str = "shards", checkpoint: str = "best", class_name: str | int | None = None, seed: int = 0,
                    batch_size: int = 64, progress: bool = True, model_dir: str | os.PathLike | None = None,
@@ -100,12 +111,13 @@ def run_synthesize(run_dir: str | os.PathLike | None, n: int | None, out_dir: st
     else:
         loaded = load_generator(run_dir, checkpoint)
     if loaded.model_config.family == "contextual":
-        if source is None or run_dir is None:
-            raise ConfigError("a contextual run synthesizes from real patches: give --run RUN and --from "
+        if source is None:
+            raise ConfigError("a contextual generator synthesizes from real patches: give --from "
                               "PREPARE_DIR_OR_PNG_FOLDER")
         from mammogan_tf.synthesis.contextual_stage import DEFAULT_SPLIT, run_contextual_synthesize
 
-        return run_contextual_synthesize(loaded, source, out_dir, run_dir=run_dir, checkpoint=checkpoint,
+        return run_contextual_synthesize(loaded, source, out_dir, run_dir=run_dir, model_dir=model_dir,
+                                         checkpoint=checkpoint,
                                          split=split or DEFAULT_SPLIT, n=n, seed=seed, fmt=fmt,
                                          batch_size=batch_size, reinsert_from=reinsert, progress=progress)
     if source is not None or reinsert is not None:
@@ -132,13 +144,7 @@ def run_synthesize(run_dir: str | os.PathLike | None, n: int | None, out_dir: st
     source = {"model": str(Path(model_dir).resolve())} if model_dir is not None else \
         {"run": str(Path(run_dir).resolve()), "checkpoint": checkpoint}
     settings = {**source, "n": n, "class": class_name, "seed": seed, "format": fmt, "batch_size": batch_size}
-    if model_dir is not None:
-        from mammogan_tf.synthesis.model_export import export_inputs
-
-        inputs = export_inputs(model_dir, loaded)
-    else:
-        inputs = [input_record(Path(run_dir) / MANIFEST_NAME),
-                  {**input_record(loaded.checkpoint + ".index"), "generator_sha256": loaded.sha256}]
+    inputs = generator_inputs(loaded, run_dir, model_dir)
     extra = {"generator_sha256": loaded.sha256, "checkpoint_step": loaded.step, "format": fmt, "synthetic": True,
              "classes": list(LESION_TYPES), "patch_size": loaded.model_config.image_size}
     if fmt == "shards":
