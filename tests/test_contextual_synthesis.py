@@ -243,13 +243,10 @@ class Darkened(Boosted):
         return out
 
 
-def test_removal_mode_and_png_sources(contextual_run, tmp_path, monkeypatch):
-    """mode remove reads the run's lesion patches, keeps the negative lesion, writes ``normal``;
-    a PNG folder works as --from, each output naming its source file."""
+def _as_removal(monkeypatch):
+    """Runs load as remove-mode generators painting the ``Darkened`` negative disk."""
     import mammogan_tf.synthesis.synthesize as synthesize
-    from mammogan_tf.synthesis.export import read_png_provenance, write_png
 
-    run, data, _ = contextual_run
     real = synthesize.load_generator
 
     def load(run_dir, checkpoint="best"):
@@ -259,6 +256,15 @@ def test_removal_mode_and_png_sources(contextual_run, tmp_path, monkeypatch):
         return loaded
 
     monkeypatch.setattr(synthesize, "load_generator", load)
+
+
+def test_removal_mode_and_png_sources(contextual_run, tmp_path, monkeypatch):
+    """mode remove reads the run's lesion patches, keeps the negative lesion, writes ``normal``;
+    a PNG folder works as --from, each output naming its source file."""
+    from mammogan_tf.synthesis.export import read_png_provenance, write_png
+
+    run, data, _ = contextual_run
+    _as_removal(monkeypatch)
     assert _synthesize(run, data, tmp_path / "removed", "--n", "2", "--format", "png") == 0
     manifest = json.loads((tmp_path / "removed" / "manifest.json").read_text())
     assert manifest["mode"] == "remove" and manifest["counts"] == {"normal": 2}
@@ -281,20 +287,11 @@ def test_removal_reinserts_with_the_recorded_orientation(contextual_run, tmp_pat
     """Remove mode on flipped/turned lesion patches: prepare recorded each patch's (flip, k), the
     reinsertion uses it (its rank correlation with the full image's crop is high), changes pixels
     only inside the crop, and drops from the table the findings whose centre the removal covers."""
-    import mammogan_tf.synthesis.synthesize as synthesize
     from mammogan_tf.data.images import read_image
     from mammogan_tf.synthesis.contextual import open_sources, read_sources
 
     run, data, phantom = contextual_run
-    real = synthesize.load_generator
-
-    def load(run_dir, checkpoint="best"):
-        loaded = real(run_dir, checkpoint)
-        loaded.generator = Darkened(loaded.generator)
-        loaded.model_config = loaded.model_config.model_copy(update={"mode": "remove"})
-        return loaded
-
-    monkeypatch.setattr(synthesize, "load_generator", load)
+    _as_removal(monkeypatch)
     out = tmp_path / "removed"
     assert _synthesize(run, data, out, "--n", "6", "--reinsert", str(data)) == 0
     manifest = json.loads((out / "manifest.json").read_text())
