@@ -102,6 +102,13 @@ def test_leakage_guard_refuses_an_overlapping_chain_and_accepts_a_clean_one(tmp_
         if refused:
             with pytest.raises(LeakageError, match="2 patient.*synthesis seeds"):
                 check_leakage(heldout, [contextual])
+    bare = tmp_path / "bare"  # a seed manifest without patients per split proves nothing either
+    bare.mkdir()
+    write_json_atomic(bare / MANIFEST_NAME, {k: v for k, v in json.loads((real / MANIFEST_NAME).read_text()).items()
+                                             if k != "patients"})
+    write_json_atomic(contextual / MANIFEST_NAME, {**manifest, "config": {"from": str(bare)}})
+    with pytest.raises(InputError, match="names no patients"):
+        upstream_patients(contextual)
     manifest["source_kind"] = "png"  # PNG sources name no patients: the guard cannot prove anything
     write_json_atomic(contextual / MANIFEST_NAME, manifest)
     with pytest.raises(InputError, match="PNG patches"):
