@@ -22,13 +22,15 @@ def patch(kind: str, rng: np.random.Generator) -> np.ndarray:
 
 
 def record(kind: str, patient: str, index: int, rng, split: str = "train") -> dict:
+    """``kind``: a lesion type, malignant unless written ``type:pathology`` ("mass:benign")."""
+    kind, _, pathology = kind.partition(":")
+    pathology = pathology or ("malignant" if kind != "normal" else "unknown")
     bbox = (4, 4, 12, 12) if kind != "normal" else None
-    raw = serialize_patch(patch(kind, rng), label=LESION_TYPES.index(kind), lesion_type=kind, pathology="malignant"
-                          if kind != "normal" else "unknown", patient_id=patient, image_id=f"{patient}-{index}",
+    raw = serialize_patch(patch(kind, rng), label=LESION_TYPES.index(kind), lesion_type=kind, pathology=pathology,
+                          patient_id=patient, image_id=f"{patient}-{index}",
                           kind="lesion" if kind != "normal" else "normal", bbox=bbox)
     return {"record": raw, "split": split, "lesion_type": kind, "patient_id": patient,
-            "image_id": f"{patient}-{index}", "pathology": "malignant" if kind != "normal" else "unknown",
-            "kind": kind}
+            "image_id": f"{patient}-{index}", "pathology": pathology, "kind": kind}
 
 
 def patient_records(n_patients: int, per_patient: dict[str, int], seed: int = 0, prefix: str = "P") -> list[dict]:

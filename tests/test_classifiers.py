@@ -83,8 +83,14 @@ def test_training_resume_is_exact_and_logs_the_realised_share(tmp_path):
     rows_a = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     rows_b = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert rows_a == rows_b  # same windows, same losses, same realised share, across the resume
-    assert [r["mix/scheduled_share"] for r in rows_a] == pytest.approx([0.25, 0.125])
-    assert all(0 <= r["mix/realised_share"] <= 1 for r in rows_a)
+    mix = [r for r in rows_a if r["kind"] == "mix"]
+    assert [r["step"] for r in mix] == [32, 64]  # samples seen
+    assert [r["scheduled_share"] for r in mix] == pytest.approx([0.25, 0.125])
+    assert all(0 <= r["realised_share"] <= 1 for r in mix)
+    assert [r["kind"] for r in rows_a] == ["train", "mix", "val"] * 2
+    tags = {v.tag for f in (tmp_path / "a" / "tensorboard").iterdir()
+            for event in tf.compat.v1.train.summary_iterator(str(f)) for v in event.summary.value}
+    assert {"train/loss", "mix/realised_share", "mix/scheduled_share", "val/auc"} <= tags
     # the saved test scores are those the report's AUC was computed from
     scores = np.load(tmp_path / "a" / "scores" / "test.npz")
     assert roc_auc(scores["labels"], scores["scores"]) == pytest.approx(whole["test"]["auc"])

@@ -10,6 +10,7 @@ import yaml
 
 from classifier_helpers import patient_records, tiny_config, write_real
 from mammogan_tf.cli import build_parser, run
+from mammogan_tf.errors import InputError
 from mammogan_tf.evaluation.classification import auc_ci, delong_test
 from mammogan_tf.manifest import MANIFEST_NAME, build_manifest, input_record, write_json_atomic
 from mammogan_tf.studies import protocols
@@ -88,6 +89,30 @@ def test_leakage_guard_refuses_an_overlapping_chain_and_accepts_a_clean_one(tmp_
     write_json_atomic(seeded / MANIFEST_NAME, manifest)
     with pytest.raises(LeakageError, match="1 patient"):
         check_leakage(heldout, [seeded])
+    # contextual synthesis: the patients of its --from manifest's source split seeded it
+    for split, refused in (("train", False), ("test", True)):
+        contextual = _chain(tmp_path, real, "train", f"contextual-{split}")
+        manifest = json.loads((contextual / MANIFEST_NAME).read_text())
+        manifest.update(model_family="contextual", source_kind="prepare", source_split=split,
+                        config={"from": str(real.resolve()), "split": split})
+        write_json_atomic(contextual / MANIFEST_NAME, manifest)
+        patients, chain = upstream_patients(contextual)
+        assert "synthesis seeds" in chain and (patients & heldout) == (heldout_patients(real, ["test"]) if refused
+                                                                       else set())
+        if refused:
+            with pytest.raises(LeakageError, match="2 patient.*synthesis seeds"):
+                check_leakage(heldout, [contextual])
+    bare = tmp_path / "bare"  # a seed manifest without patients per split proves nothing either
+    bare.mkdir()
+    write_json_atomic(bare / MANIFEST_NAME, {k: v for k, v in json.loads((real / MANIFEST_NAME).read_text()).items()
+                                             if k != "patients"})
+    write_json_atomic(contextual / MANIFEST_NAME, {**manifest, "config": {"from": str(bare)}})
+    with pytest.raises(InputError, match="names no patients"):
+        upstream_patients(contextual)
+    manifest["source_kind"] = "png"  # PNG sources name no patients: the guard cannot prove anything
+    write_json_atomic(contextual / MANIFEST_NAME, manifest)
+    with pytest.raises(InputError, match="PNG patches"):
+        upstream_patients(contextual)
     # the classifier refuses before training
     with pytest.raises(LeakageError):
         train_classifier(tiny_config(real, mixing={"synthetic": [str(leaky)], "share": {"initial": 0.5}}),
@@ -148,16 +173,25 @@ PRESETS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 @pytest.mark.parametrize("name", ["wu2020_table1", "alyafi2019_imbalanced", "fridadar2018", "mias_quick"])
-def test_paper_grids_validate_and_every_cell_is_a_valid_classifier(name, tmp_path):
-    from mammogan_tf.studies.grid import cell_config, load_grid
+def test_paper_grids_validate_and_every_cell_is_a_valid_classifier(name, tmp_path, monkeypatch):
+    from mammogan_tf.studies.grid import _gan_config, cell_config, load_grid
     from mammogan_tf.training.classifier import as_config
 
+    monkeypatch.chdir(PRESETS.parent)  # presets name their GAN experiments relative to the project
     grid = load_grid(PRESETS / "tables" / f"{name}.yaml", ["classifier.train.samples=64"])
     assert any(r.baseline for r in grid.regimes)
     for regime in grid.regimes:
         config = as_config(cell_config(grid, regime, tmp_path, [str(tmp_path / "syn")]))
         assert config.train.samples == 64
         assert bool(config.train.mixing.synthetic) == regime.synthetic
+    for cls in grid.gan.classes:  # every class's GAN experiment resolves to a run that makes that class
+        gan, contextual = _gan_config(grid, cls, tmp_path)
+        assert gan.train.data.manifest == str(tmp_path) and gan.train.data.split == "train"
+        assert contextual == (name == "wu2020_table1")
+        if contextual:
+            assert (gan.model.mode, gan.model.lesion_type) == (("remove", "mass") if cls == "normal" else ("add", cls))
+    if name == "wu2020_table1":
+        assert grid.gan.classes == ["mass", "calcification", "normal"]
     if name == "alyafi2019_imbalanced":
         assert grid.protocol.k == [100, 250, 500, 750, 1000, 1300] and grid.protocol.ir == 10
         assert grid.protocol.ar == 1.5 and grid.data.folds == 3

@@ -4,7 +4,10 @@ A grid crosses regimes (real only, + synthetic at some share, classic augmentati
 with folds (patient-level CV, or the prepare stage's own split) and, for Alyafi's protocol,
 positive set sizes k. For each (k, fold) it writes the cell's data (``subsets.write_subset``),
 trains one GAN per synthetic class on that data's train split and synthesizes from it (only
-when a regime uses synthetic data), then trains each regime's classifier. Everything lands
+when a regime uses synthetic data), then trains each regime's classifier. A contextual GAN
+(Wu et al.) paints its lesions onto the normal patches of the cell's train split (mode ``add``;
+``remove``: takes lesions off its lesion patches), so the seeding patients are training patients
+too and the synthesize manifest names them for the leakage guard. Everything lands
 under ``<output_dir>/<name>/`` and a finished piece (``manifest.json`` / ``metrics.json``) is
 reused on a re-run; an interrupted classifier resumes from its checkpoint::
 
@@ -52,9 +55,11 @@ class ProtocolConfig(Section):
 
 
 class GanConfig(Section):
-    """One GAN per class in ``classes``, trained on each cell's train split, then ``n`` patches."""
+    """One GAN per class in ``classes``, trained on each cell's train split, then ``n`` patches
+    (contextual runs: at most ``n``, one per source patch of the train split)."""
 
-    experiment: Optional[str] = Field(None, description="GAN experiment YAML (its model: and train:)")
+    experiment: Optional[str | dict[str, str]] = Field(
+        None, description="GAN experiment YAML (its model: and train:), or one per class {class: YAML}")
     set: list[str] = Field(default_factory=list, description="--set style overrides of that YAML")
     classes: list[str] = Field(default_factory=lambda: ["mass"])
     n: int = Field(512, ge=1, description="synthetic patches per class (imbalanced: AR x k for positives)")
@@ -98,7 +103,15 @@ class GridConfig(Section):
             raise ValueError(f"regimes: compare_to names unknown regimes {unknown}")
         if any(r.synthetic for r in self.regimes) and not self.gan.experiment:
             raise ValueError("a regime uses synthetic data: name the GAN experiment in gan.experiment")
+        if isinstance(self.gan.experiment, dict) and set(self.gan.classes) - set(self.gan.experiment):
+            raise ValueError(f"gan.experiment: no experiment for classes "
+                             f"{sorted(set(self.gan.classes) - set(self.gan.experiment))}")
         return self
+
+    def gan_experiment(self, cls: str) -> str:
+        """The GAN experiment YAML of class ``cls``."""
+        experiment = self.gan.experiment
+        return experiment[cls] if isinstance(experiment, dict) else experiment
 
 
 def load_grid(path: str | os.PathLike, overrides: list[str] | None = None) -> GridConfig:
@@ -139,8 +152,9 @@ def cell_folds(grid: GridConfig, records: list[dict]) -> list[tuple[Optional[int
         pool = (protocols.imbalanced_set(records, k, p.positive, p.negative, p.ir, grid.data.seed)
                 if k is not None else records)
         if grid.data.folds:
+            lesions = [c for c in grid.gan.classes if c != "normal"]  # strata: patients with a lesion or not
             folds = protocols.patient_folds(pool, grid.data.folds, grid.data.val_fraction,
-                                            p.positive if p.kind == "imbalanced" else grid.gan.classes, grid.data.seed)
+                                            p.positive if p.kind == "imbalanced" else lesions, grid.data.seed)
         else:
             folds = protocols.manifest_splits(pool)
         out += [(k, f, fold) for f, fold in enumerate(folds)]
@@ -156,9 +170,30 @@ def cell_tag(k: Optional[int], fold: int) -> str:
     return f"k{k}-fold{fold}" if k is not None else f"fold{fold}"
 
 
-def _synthetic(grid: GridConfig, root: Path, tag: str, data_dir: Path, k: Optional[int], progress: bool) -> list[str]:
-    """Train (or reuse) one GAN per class on ``data_dir``'s train split and synthesize from it."""
+def _gan_config(grid: GridConfig, cls: str, data_dir: Path):
+    """The validated experiment of class ``cls``'s GAN, trained on ``data_dir``'s train split."""
     from mammogan_tf.config import ExperimentConfig
+
+    path = grid.gan_experiment(cls)
+    raw = apply_overrides(read_yaml(path), grid.gan.set)
+    raw = apply_overrides(raw, [f"train.data.manifest={data_dir}", "train.data.split=train"])
+    raw.pop("prepare", None)
+    contextual = raw.get("model", {}).get("family") == "contextual"
+    if not contextual:
+        raw = apply_overrides(raw, [f"train.data.lesion_types=[{cls}]"])
+    config = validate_config(raw, ExperimentConfig, source=path)
+    if contextual:
+        from mammogan_tf.synthesis.contextual import output_lesion_type
+
+        if output_lesion_type(config.model) != cls:
+            raise ConfigError(f"gan.experiment {path}: its contextual run makes {output_lesion_type(config.model)} "
+                              f"patches, not {cls}; name one experiment per class (gan.experiment: {{{cls}: YAML}})")
+    return config, contextual
+
+
+def _synthetic(grid: GridConfig, root: Path, tag: str, data_dir: Path, k: Optional[int], progress: bool) -> list[str]:
+    """Train (or reuse) one GAN per class on ``data_dir``'s train split and synthesize from it
+    (a contextual run from the patches of that same train split)."""
     from mammogan_tf.synthesis.synthesize import run_synthesize
     from mammogan_tf.training.loop import train
 
@@ -166,11 +201,7 @@ def _synthetic(grid: GridConfig, root: Path, tag: str, data_dir: Path, k: Option
     for cls in grid.gan.classes:
         synth_dir = root / "synthetic" / tag / cls
         run_dir = root / "gan" / tag / cls
-        raw = apply_overrides(read_yaml(grid.gan.experiment), grid.gan.set)
-        raw = apply_overrides(raw, [f"train.data.manifest={data_dir}", "train.data.split=train",
-                                    f"train.data.lesion_types=[{cls}]"])
-        raw.pop("prepare", None)
-        config = validate_config(raw, ExperimentConfig, source=grid.gan.experiment)
+        config, contextual = _gan_config(grid, cls, data_dir)
         if (run_dir / MANIFEST_NAME).is_file():
             _same(read_manifest(run_dir)["config"], config.model_dump(mode="json"), run_dir)
         else:
@@ -178,12 +209,13 @@ def _synthetic(grid: GridConfig, root: Path, tag: str, data_dir: Path, k: Option
         wanted = {"n": (protocols.synthetic_count(k, grid.protocol.ar)
                         if k is not None and cls in grid.protocol.positive else grid.gan.n),
                   "checkpoint": grid.gan.checkpoint, "seed": grid.gan.seed}
+        seeds = {"source": data_dir, "split": "train"} if contextual else {}
         if (synth_dir / MANIFEST_NAME).is_file():
             saved = read_manifest(synth_dir)["config"]
             _same({key: saved.get(key) for key in wanted}, wanted, synth_dir)
         else:
             run_synthesize(run_dir, wanted["n"], synth_dir, fmt="shards", checkpoint=grid.gan.checkpoint,
-                           seed=grid.gan.seed, progress=progress)
+                           seed=grid.gan.seed, progress=progress, **seeds)
         out.append(str(synth_dir))
     return out
 

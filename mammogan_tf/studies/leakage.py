@@ -6,8 +6,10 @@ The manifests chain is followed back from each synthetic shard set::
                          --inputs--> prepare manifest ("patients": patient_id -> split)
 
 The patients whose patches trained the GAN are those of the prepare manifest assigned to the
-run's ``train.data.split``. A synthesize manifest may also name the patients whose patches
-seeded contextual synthesis (``seed_patients``: a list, or ``seeds``: {"manifest", "split"}).
+run's ``train.data.split``. The patients whose patches seeded contextual synthesis are those
+of the ``--from`` manifest's ``source_split`` (a contextual synthesize manifest names both; PNG
+sources carry no patients, so such a set is refused), or a list ``seed_patients``, or
+``seeds``: {"manifest", "split"}.
 :func:`check_leakage` refuses (``LeakageError``, exit 2, one line naming the count and the
 stages) when any of them is in the classifier's validation or test patients.
 
@@ -52,6 +54,17 @@ def upstream_patients(synthetic_manifest: str | os.PathLike) -> tuple[set[str], 
         seed_prep = read_manifest(seeds["manifest"])
         patients |= _split_patients(seed_prep, [seeds.get("split", "train")])
         stages.append(f"synthesis seeds {seed_prep['root']}")
+    if syn.get("model_family") == "contextual":
+        if syn.get("source_kind") != "prepare":
+            raise InputError(f"{syn['root']}/{MANIFEST_NAME}: synthesized from PNG patches, which name no "
+                             "patients; cannot prove that no validation or test patient seeded it (use --from "
+                             "a prepare output)")
+        seed_prep = read_manifest(syn["config"]["from"])
+        if "patients" not in seed_prep:
+            raise InputError(f"{seed_prep['root']}/{MANIFEST_NAME}: names no patients per split; cannot prove "
+                             f"that no validation or test patient seeded {syn['root']} (prepare it again)")
+        patients |= _split_patients(seed_prep, [syn["source_split"]])
+        stages.append(f"synthesis seeds {seed_prep['root']} split {syn['source_split']}")
     runs = [m for m in _input_manifests(syn) if m.get("stage") == "train"]
     if syn.get("stage") == "synthesize" and not runs:
         raise InputError(f"{syn['root']}/{MANIFEST_NAME}: its GAN run manifest is missing; cannot prove "

@@ -1,6 +1,6 @@
 """Contextual synthesis (Wu et al.): real source patches -> the generator -> post-processed patches.
 
-Sources (``read_sources``): the patches of one split of a ``mammogan prepare`` manifest (mode
+Sources (``read_sources``): the patches of one split of a ``mammogan prepare`` (or study subset) manifest (mode
 ``add``: its ``normal`` patches; ``remove``: its patches of the run's ``lesion_type``), in the
 manifest's shard order, or the ``*.png`` files of a folder (sorted by name; grey, 8 or 16 bit,
 already ``image_size`` square). Source ``i`` is the ``i``-th of that order; its patch id is
@@ -82,9 +82,9 @@ def open_sources(path: str | os.PathLike, split: str) -> SourceSet:
     manifest_file = manifest_path(path)
     if manifest_file.is_file():
         manifest = read_manifest(manifest_file)
-        if manifest.get("stage") != "prepare":
-            raise InputError(f"{manifest_file}: --from needs a `mammogan prepare` output (stage "
-                             f"{manifest.get('stage')!r}) or a folder of PNG patches")
+        if manifest.get("stage") not in ("prepare", "subset"):
+            raise InputError(f"{manifest_file}: --from needs a `mammogan prepare` output or a study's "
+                             f"subset (stage {manifest.get('stage')!r}), or a folder of PNG patches")
         if split not in manifest.get("splits", {}):
             raise InputError(f"{manifest_file}: no split '{split}' (has: {', '.join(sorted(manifest.get('splits', {})))});"
                              " choose one with --split")

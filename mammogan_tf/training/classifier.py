@@ -7,7 +7,8 @@
     best.keras          the model with the best validation AUC (evaluated every ``validate_every``)
     scores/val.npz, scores/test.npz   labels, logits, probabilities, scores, patients (best model)
     metrics.json        the test report (``classifier_metrics.run_report``)
-    metrics.jsonl, tensorboard/       loss, validation AUC, scheduled and realised synthetic share
+    metrics.jsonl, tensorboard/       ``training.run_log.RunLog`` with ``step`` = samples seen: kind
+                        ``train`` (loss), ``mix`` (scheduled_share, realised_share), ``val`` (auc)
     manifest.json       stage "classifier": inputs (real and synthetic manifests), patients per split
 
 The length of a run is counted in samples (Wu et al.: 500K, validation every 5000). The
@@ -18,7 +19,6 @@ Before training, ``studies.leakage`` refuses synthetic data whose GAN saw a val/
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Literal, Optional
@@ -37,6 +37,7 @@ from mammogan_tf.training.classifier_augment import AUGMENTATIONS
 from mammogan_tf.training.classifier_data import TaskData, collect
 from mammogan_tf.training.classifier_metrics import run_report, scores_arrays, validation_auc
 from mammogan_tf.training.mixing import MixingConfig, scheduled_share
+from mammogan_tf.training.run_log import RunLog
 from mammogan_tf.training.strategy import is_chief, make_strategy
 
 
@@ -130,28 +131,6 @@ def _loss_fn(num_outputs: int):
     return lambda y, logits: tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)
 
 
-class _Log:
-    """metrics.jsonl and TensorBoard scalars on the chief."""
-
-    def __init__(self, run_dir: Path, chief: bool):
-        self.chief = chief
-        self.writer = tf.summary.create_file_writer(str(run_dir / "tensorboard")) if chief else None
-        self.path = run_dir / "metrics.jsonl"
-
-    def scalars(self, samples: int, values: dict) -> None:
-        if not self.chief:
-            return
-        with self.writer.as_default():
-            for key, value in values.items():
-                tf.summary.scalar(key, value, step=samples)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"samples": samples, **{k: float(v) for k, v in values.items()}}) + "\n")
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
 def _save_model(model, path: Path) -> None:
     tmp = path.with_name(path.stem + ".partial.keras")
     model.save(tmp)
@@ -225,9 +204,7 @@ def train_classifier(config, run_dir: str | os.PathLike, resume: bool = False, p
                 strategy.reduce(tf.distribute.ReduceOp.SUM, synthetic, axis=None))
 
     val_set = data.evaluation(tcfg.data.val_split, batch)
-    log = _Log(run_dir, chief)
-    if chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(run_dir, enabled=chief, resume_step=start * batch if resume else None)
     window = {"loss": 0.0, "synthetic": 0, "steps": 0, "first": start}
     bar = tqdm(total=total, initial=start, unit="step", desc="classifier", disable=not progress)
     try:
@@ -243,22 +220,22 @@ def train_classifier(config, run_dir: str | os.PathLike, resume: bool = False, p
             bar.update(1)
             if s % val_every == 0 or s == total:
                 samples = np.arange(window["first"] * batch, s * batch)
-                values = {"train/loss": window["loss"] / window["steps"],
-                          "mix/realised_share": window["synthetic"] / samples.size,
-                          "mix/scheduled_share": float(np.mean(scheduled_share(
-                              sources, len(tcfg.task.classes), tcfg.mixing.share, samples,
-                              tcfg.mixing.balance, share_classes)))}
+                loss = window["loss"] / window["steps"]
+                log.scalars(s * batch, {"loss": loss}, kind="train")
+                log.scalars(s * batch, {"realised_share": window["synthetic"] / samples.size,
+                                        "scheduled_share": float(np.mean(scheduled_share(
+                                            sources, len(tcfg.task.classes), tcfg.mixing.share, samples,
+                                            tcfg.mixing.balance, share_classes)))}, kind="mix")
                 val = collect(model, val_set)
+                auc = float("nan")
                 if val is not None:
                     auc = validation_auc(val["labels"], val["logits"])
-                    values["val/auc"] = auc
+                    log.scalars(s * batch, {"auc": auc}, kind="val")
                     if np.isfinite(auc) and auc > float(best.numpy()):
                         best.assign(auc)
                         if chief:
                             _save_model(model, run_dir / "best.keras")
-                log.scalars(s * batch, values)
-                bar.set_postfix(loss=f"{values['train/loss']:.3f}", val_auc=f"{values.get('val/auc', float('nan')):.3f}",
-                                refresh=False)
+                bar.set_postfix(loss=f"{loss:.3f}", val_auc=f"{auc:.3f}", refresh=False)
                 window = {"loss": 0.0, "synthetic": 0, "steps": 0, "first": s}
             if s % ckpt_every == 0 or s == total:
                 manager.save(checkpoint_number=s)
