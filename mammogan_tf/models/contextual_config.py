@@ -62,9 +62,6 @@ class ContextualLossConfig(Section):
     penalty_weight: float = Field(10.0, ge=0, description="lambda of the perturbation penalty")
     penalty_k: float = Field(1.0, ge=0, description="target gradient norm k")
     penalty_scale: float = Field(1.0, gt=0, description="delta = scale * U(0, 1) per pixel")
-    lesion_l1: float = Field(
-        0.0, ge=0, description="weight of mean |lesion channel| in G's loss; not in Wu et al. (0 = the paper): "
-                               "a sparsity prior for short CPU runs, where G otherwise repaints the whole patch")
 
 
 class ContextualModelConfig(Section):

@@ -11,8 +11,7 @@ Discriminator phase (``d_steps``): softmax cross-entropy of the four classes on 
 (Odena's semi-supervised GAN), the 3rd and 4th weighted by ``loss.aux_weights`` (0.2, 0.2), plus
 ``lambda * (||grad_x D(x + delta)|| - k)^2`` on the real class (Kodali et al.; lambda 10, k 1),
 D(x) being the real-vs-fake log-odds ``logit_real - logit_fake``. Generator phase (``g_steps``,
-2 for masses): non-saturating, ``-log softmax(D(G(x)))_real``, plus ``loss.lesion_l1`` times the mean
-absolute lesion channel when set (not in the paper; 0 in its presets). Each G update reads a fresh batch
+2 for masses): non-saturating, ``-log softmax(D(G(x)))_real``. Each G update reads a fresh batch
 (its inputs are real patches).
 
 Progressive growing (``model.progressive``): ``stage(step)`` is 0 (S/2: every image is 2x2
@@ -161,10 +160,7 @@ class ContextualFamily(Family):
         logits = networks["discriminator"](ctx.augment(combined_of(outputs), aug_seed),
                                            alpha=self._alpha_for(ctx), training=True)
         lesion_size = tf.reduce_mean(tf.abs(outputs[..., 0]), axis=[1, 2])
-        terms = {"adversarial": _cross_entropy(logits, REAL)}
-        if self.model_config.loss.lesion_l1:
-            terms["lesion_l1"] = self.model_config.loss.lesion_l1 * lesion_size
-        return terms, {"lesion_abs": lesion_size}
+        return {"adversarial": _cross_entropy(logits, REAL)}, {"lesion_abs": lesion_size}
 
     # ----------------------------------------------------------------------------- sampling
     def fixed_inputs(self, networks, count, seed, data):
