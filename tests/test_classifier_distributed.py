@@ -1,0 +1,46 @@
+"""The downstream classifier under `mirrored` over two logical CPU devices trains the same model as
+under `default` for the same global batch (the Frid-Adar CNN: no batch norm, whose statistics are
+per replica by design). A fresh Python process, because logical devices must be set before
+TensorFlow initialises."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from classifier_helpers import tiny_config, write_real
+from test_train_distributed import _python
+
+SCRIPT = """
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from mammogan_tf.training.classifier import train_classifier
+    from mammogan_tf.training.strategy import make_strategy
+    out = {}
+    for name, raw in json.loads(sys.argv[1]).items():
+        summary = train_classifier(raw, sys.argv[2] + "/" + name, progress=False)
+        rows = [json.loads(line) for line in open(sys.argv[2] + "/" + name + "/metrics.jsonl")]
+        out[name] = {"replicas": make_strategy(name).num_replicas_in_sync, "test_auc": summary["test"]["auc"],
+                     "losses": [r["loss"] for r in rows if r["kind"] == "train"]}
+    print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_classifier_matches_default(tmp_path):
+    real = write_real(tmp_path / "real")
+    model = {"family": "classifier", "architecture": "fridadar_cnn", "image_size": 16, "num_classes": 1,
+             "filters": [4, 4, 8], "dense_units": [8, 8], "dropout": 0.0}
+    configs = {name: {**tiny_config(real, strategy=name, samples=64), "model": model}
+               for name in ("default", "mirrored")}
+    result = _python(SCRIPT, json.dumps(configs), tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.split("RESULT ", 1)[1])
+    assert out["default"]["replicas"] == 1 and out["mirrored"]["replicas"] == 2
+    default, mirrored = out["default"]["losses"], out["mirrored"]["losses"]
+    assert len(default) == len(mirrored) == 2
+    assert abs(default[1] - default[0]) > 1e-3  # training moves the loss
+    assert mirrored == pytest.approx(default, abs=1e-4)
+    assert out["mirrored"]["test_auc"] == pytest.approx(out["default"]["test_auc"], abs=1e-3)
