@@ -44,3 +44,29 @@ def test_mirrored_classifier_matches_default(tmp_path):
     assert abs(default[1] - default[0]) > 1e-3  # training moves the loss
     assert mirrored == pytest.approx(default, abs=1e-4)
     assert out["mirrored"]["test_auc"] == pytest.approx(out["default"]["test_auc"], abs=1e-3)
+
+
+WORKER = """
+    import json, sys
+    from mammogan_tf.training.classifier import train_classifier
+    summary = train_classifier(json.loads(sys.argv[1]), sys.argv[2], progress=False)
+    print("RESULT " + json.dumps({k: summary[k] for k in ("steps", "samples", "best_val_auc")}))
+"""
+
+
+@pytest.mark.slow
+def test_two_worker_classifier_from_tf_config(tmp_path):
+    """Two worker processes launched with a TF_CONFIG cluster spec on localhost: both finish the
+    same steps with the same best validation AUC; only the chief writes the run folder."""
+    from test_train_distributed import launch_workers
+
+    real = write_real(tmp_path / "real")
+    config = tiny_config(real, strategy="multi_worker", samples=64)
+    outputs = launch_workers(WORKER, [json.dumps(config), str(tmp_path / "run")], workers=2)
+    finals = [json.loads(stdout.split("RESULT ", 1)[1]) for _, stdout, _ in outputs]
+    assert finals[0] == finals[1] and finals[0]["steps"] == 8
+    run = tmp_path / "run"
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.index")) == ["ckpt-4.index", "ckpt-8.index"]
+    assert (run / "best.keras").is_file() and (run / "manifest.json").is_file() and not list(run.glob(".worker-*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best_val_auc"] == finals[0]["best_val_auc"] and "auc" in metrics["test"]

@@ -91,24 +91,25 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_multi_worker_on_localhost_trains_and_checkpoints(tmp_path):
-    manifest = write_tiny_shards(tmp_path / "data")
-    run = tmp_path / "run"
-    cluster = {"worker": [f"localhost:{_free_port()}" for _ in range(2)]}
-    experiment = json.dumps(_experiment(manifest, "multi_worker", 4))
-    code = textwrap.dedent(WORKER)
+def launch_workers(script: str, args: list[str], workers: int = 2, timeout: int = 300) -> list[tuple]:
+    """Run ``script`` in ``workers`` processes on localhost, each with its TF_CONFIG (a cluster of
+    free ports, its own task index), as a user launches them on machines; returns
+    ``(returncode, stdout, stderr)`` of each after asserting they all exited 0 (skips the test
+    when localhost gRPC sockets are unavailable)."""
+    cluster = {"worker": [f"localhost:{_free_port()}" for _ in range(workers)]}
+    code = textwrap.dedent(script)
+
     def environment(index):
         task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
         return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps(task)}
 
-    procs = [subprocess.Popen([sys.executable, "-c", code, experiment, str(run)], stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, cwd=TESTS, env=environment(i))
-             for i in range(2)]
+             for i in range(workers)]
     outputs = []
     try:
         for proc in procs:
-            stdout, stderr = proc.communicate(timeout=300)
+            stdout, stderr = proc.communicate(timeout=timeout)
             outputs.append((proc.returncode, stdout, stderr))
     finally:
         for proc in procs:
@@ -116,8 +117,17 @@ def test_multi_worker_on_localhost_trains_and_checkpoints(tmp_path):
                 proc.kill()
     if any("UNAVAILABLE" in err and "socket" in err.lower() for _, _, err in outputs):
         pytest.skip("localhost gRPC sockets are not available in this environment")
-    for code_, stdout, stderr in outputs:
+    for code_, _, stderr in outputs:
         assert code_ == 0, stderr[-3000:]
+    return outputs
+
+
+@pytest.mark.slow
+def test_multi_worker_on_localhost_trains_and_checkpoints(tmp_path):
+    manifest = write_tiny_shards(tmp_path / "data")
+    run = tmp_path / "run"
+    experiment = json.dumps(_experiment(manifest, "multi_worker", 4))
+    outputs = launch_workers(WORKER, [experiment, str(run)])
     finals = [json.loads(stdout.split("RESULT ", 1)[1]) for _, stdout, _ in outputs]
     assert finals[0] == finals[1]  # both workers computed the same global step
     assert sorted(p.name for p in (run / "checkpoints").glob("*.index")) == ["ckpt-2.index", "ckpt-4.index"]

@@ -38,7 +38,8 @@ from mammogan_tf.training.classifier_data import TaskData, collect
 from mammogan_tf.training.classifier_metrics import run_report, scores_arrays, validation_auc
 from mammogan_tf.training.mixing import MixingConfig, scheduled_share
 from mammogan_tf.training.run_log import RunLog
-from mammogan_tf.training.strategy import is_chief, make_strategy
+from mammogan_tf.training.checkpoints import RunCheckpoints
+from mammogan_tf.training.strategy import is_chief, make_strategy, worker_id
 
 
 class OptimizerConfig(Section):
@@ -176,9 +177,9 @@ def train_classifier(config, run_dir: str | os.PathLike, resume: bool = False, p
     state = NamedState({**{f"model/{k}": v for k, v in names.items()},
                         **{f"optimizer/{k}": v for k, v in optimizer_paths(optimizer, names).items()},
                         "step": step, "best": best})
-    manager = tf.train.CheckpointManager(state.checkpoint, str(ckpt_dir), max_to_keep=2)
-    if resume and manager.latest_checkpoint:
-        state.restore(manager.latest_checkpoint)
+    checkpoints = RunCheckpoints(run_dir, state, keep=2, chief=chief, worker=worker_id(strategy))
+    if resume:
+        checkpoints.restore_latest()
     start = int(step.numpy())
 
     mixed, sources = data.training(tcfg.data.train_split, tcfg.mixing, tcfg.augment, tcfg.seed, 0)
@@ -238,7 +239,7 @@ def train_classifier(config, run_dir: str | os.PathLike, resume: bool = False, p
                 bar.set_postfix(loss=f"{loss:.3f}", val_auc=f"{auc:.3f}", refresh=False)
                 window = {"loss": 0.0, "synthetic": 0, "steps": 0, "first": s}
             if s % ckpt_every == 0 or s == total:
-                manager.save(checkpoint_number=s)
+                checkpoints.save(s)
     finally:
         bar.close()
         log.close()
@@ -252,18 +253,18 @@ def _finish(config: ClassifierExperimentConfig, data: TaskData, model, run_dir: 
     import keras
 
     tcfg = config.train
+    batch = tcfg.batch_size
+    summary = {"run_dir": str(run_dir), "steps": total, "samples": total * batch,
+               "best_val_auc": best_auc if best_auc >= 0 else None, "test": {}}
+    if not chief:  # other workers: the chief tests and writes (they would race its best.keras)
+        return summary
     best_path = run_dir / "best.keras"
     final = keras.saving.load_model(best_path) if best_path.is_file() else model
-    if not best_path.is_file() and chief:
+    if not best_path.is_file():
         _save_model(model, best_path)
-    batch = tcfg.batch_size
     val = collect(final, data.evaluation(tcfg.data.val_split, batch))
     test = collect(final, data.evaluation(tcfg.data.test_split, batch))
-    report = run_report(val, test, data.class_names, tcfg.threshold, tcfg.bootstrap, tcfg.seed) if test else {}
-    summary = {"run_dir": str(run_dir), "steps": total, "samples": total * batch,
-               "best_val_auc": best_auc if best_auc >= 0 else None, "test": report}
-    if not chief:
-        return summary
+    summary["test"] = run_report(val, test, data.class_names, tcfg.threshold, tcfg.bootstrap, tcfg.seed) if test else {}
     (run_dir / "scores").mkdir(exist_ok=True)
     files = ["best.keras", "metrics.json"]
     for name, result in (("val", val), ("test", test)):
