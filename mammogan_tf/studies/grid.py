@@ -1,5 +1,9 @@
 """A paper's grid (``experiments/tables/*.yaml``): its config and the running of every cell.
 
+Cells are of one ``kind``: ``classifier`` (the downstream classifier per regime) or
+``detection`` (the YOLO-style detector on whole images per regime, ``studies.detection_cells``;
+one box-conditioned GAN per cell trained on all ``gan.classes`` together).
+
 A grid crosses regimes (real only, + synthetic at some share, classic augmentation, CAS...)
 with folds (patient-level CV, or the prepare stage's own split) and, for Alyafi's protocol,
 positive set sizes k. For each (k, fold) it writes the cell's data (``subsets.write_subset``),
@@ -78,10 +82,13 @@ class GridConfig(Section):
 
     name: str = "table"
     output_dir: str = "runs/tables"
+    kind: Literal["classifier", "detection"] = Field("classifier", description="what each cell trains and tests")
     data: GridDataConfig
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
     gan: GanConfig = Field(default_factory=GanConfig)
     classifier: dict = Field(default_factory=dict, description="base classifier experiment (model:, train:)")
+    detector: dict = Field(default_factory=dict, description="kind detection: base detector experiment "
+                           "(model:, train:, data:)")
     regimes: list[RegimeConfig]
     figures: bool = True
     tsne_samples: int = Field(300, ge=0, description="t-SNE points per group (0 = no t-SNE)")
@@ -98,6 +105,8 @@ class GridConfig(Section):
             raise ValueError(f"regimes: compare_to names unknown regimes {unknown}")
         if any(r.synthetic for r in self.regimes) and not self.gan.experiment:
             raise ValueError("a regime uses synthetic data: name the GAN experiment in gan.experiment")
+        if self.kind == "detection" and (not self.detector or self.protocol.kind != "none"):
+            raise ValueError("kind detection: give the base detector experiment in detector (and no protocol)")
         return self
 
 
@@ -157,18 +166,20 @@ def cell_tag(k: Optional[int], fold: int) -> str:
 
 
 def _synthetic(grid: GridConfig, root: Path, tag: str, data_dir: Path, k: Optional[int], progress: bool) -> list[str]:
-    """Train (or reuse) one GAN per class on ``data_dir``'s train split and synthesize from it."""
+    """Train (or reuse) one GAN per class (kind detection: one GAN on all ``gan.classes``, named
+    ``lesion``) on ``data_dir``'s train split and synthesize from it."""
     from mammogan_tf.config import ExperimentConfig
     from mammogan_tf.synthesis.synthesize import run_synthesize
     from mammogan_tf.training.loop import train
 
     out = []
-    for cls in grid.gan.classes:
+    groups = {"lesion": grid.gan.classes} if grid.kind == "detection" else {c: [c] for c in grid.gan.classes}
+    for cls, types in groups.items():
         synth_dir = root / "synthetic" / tag / cls
         run_dir = root / "gan" / tag / cls
         raw = apply_overrides(read_yaml(grid.gan.experiment), grid.gan.set)
         raw = apply_overrides(raw, [f"train.data.manifest={data_dir}", "train.data.split=train",
-                                    f"train.data.lesion_types=[{cls}]"])
+                                    f"train.data.lesion_types=[{','.join(types)}]"])
         raw.pop("prepare", None)
         config = validate_config(raw, ExperimentConfig, source=grid.gan.experiment)
         if (run_dir / MANIFEST_NAME).is_file():
@@ -229,12 +240,17 @@ def run_cells(grid: GridConfig, root: Path, progress: bool = True) -> list[dict]
                      if any(r.synthetic for r in grid.regimes) else [])
         for regime in grid.regimes:
             cell_dir = root / "cells" / slug(regime.name) / tag
-            config = as_config(cell_config(grid, regime, data_dir, synthetic))
-            if (cell_dir / "metrics.json").is_file():
+            if grid.kind == "detection":
+                from mammogan_tf.studies.detection_cells import run_cell
+
+                run_cell(grid, regime, data_dir, synthetic, cell_dir)
+            elif (cell_dir / "metrics.json").is_file():
+                config = as_config(cell_config(grid, regime, data_dir, synthetic))
                 _same(read_manifest(cell_dir)["config"], config.model_dump(mode="json"), cell_dir)
             else:
                 resume = (cell_dir / "checkpoints").is_dir()
-                train_classifier(config, cell_dir, resume=resume, progress=False)
+                train_classifier(as_config(cell_config(grid, regime, data_dir, synthetic)), cell_dir, resume=resume,
+                                 progress=False)
             cells.append({"regime": regime.name, "k": k, "fold": f, "dir": str(cell_dir), "data": str(data_dir),
                           "synthetic": synthetic if regime.synthetic else []})
             bar.update(1)
