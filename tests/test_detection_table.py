@@ -27,8 +27,9 @@ def phantom(tmp_path_factory) -> Path:
 
 
 def shrink(table: Path, root: Path) -> list[str]:
-    """``--set`` overrides that turn a detection preset into a CI-sized run on ``table``."""
-    return [f"output_dir={root}", f"data.manifest={root / 'whole32'}", f"data.prepare.images={table.parent}",
+    """``--set`` overrides that turn a detection preset into a CI-sized run on ``table`` (the
+    prepared data beside the table, shared by the presets)."""
+    return [f"output_dir={root}", f"data.manifest={table.parent / 'whole32'}", f"data.prepare.images={table.parent}",
             f"data.prepare.annotations={table}", "data.prepare.format=table", "data.prepare.workers=1",
             "data.prepare.patches.output_size=32", "data.prepare.patches.lesion_types=[mass, calcification]",
             "data.prepare.split.fractions=[0.5, 0.25, 0.25]", "gan.classes=[mass, calcification]",
@@ -53,7 +54,7 @@ def test_detection_presets_run_tiny_end_to_end(preset, phantom, tmp_path):
     content = json.loads((root / "table.json").read_text())
     rows = {r["regime"]: r for r in content["rows"]}
     real, synthetic = rows["real"], rows["real + cPGGAN"]
-    n_train = len(read_detection_set(tmp_path / "whole32", "train"))
+    n_train = len(read_detection_set(phantom.parent / "whole32", "train"))
     assert (real["train_real"], real["train_synthetic"]) == (n_train, 0)
     assert (synthetic["train_real"], synthetic["train_synthetic"]) == (n_train, 4)
     for cell in content["cells"]:  # every cell's row value is its metrics.json value

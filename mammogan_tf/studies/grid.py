@@ -217,10 +217,25 @@ def _same(saved, wanted, folder: Path) -> None:
                           "--out) to recompute it")
 
 
-def run_cells(grid: GridConfig, root: Path, progress: bool = True) -> list[dict]:
-    """Run or reuse every cell; returns ``{"regime", "k", "fold", "dir"}`` per cell."""
+def _classifier_cell(grid: GridConfig, regime: RegimeConfig, data_dir: Path, synthetic: list[str],
+                     cell_dir: Path) -> None:
+    """Train one cell's classifier (resuming an interrupted one), or reuse it when finished with the
+    same config."""
     from mammogan_tf.training.classifier import as_config, train_classifier
 
+    config = as_config(cell_config(grid, regime, data_dir, synthetic))
+    if (cell_dir / "metrics.json").is_file():
+        _same(read_manifest(cell_dir)["config"], config.model_dump(mode="json"), cell_dir)
+    else:
+        train_classifier(config, cell_dir, resume=(cell_dir / "checkpoints").is_dir(), progress=False)
+
+
+def run_cells(grid: GridConfig, root: Path, progress: bool = True) -> list[dict]:
+    """Run or reuse every cell; returns ``{"regime", "k", "fold", "dir"}`` per cell."""
+    if grid.kind == "detection":
+        from mammogan_tf.studies.detection_cells import run_cell
+    else:
+        run_cell = _classifier_cell
     manifest = ensure_real(grid, progress)
     info = read_manifest(manifest)
     records = read_records(manifest)
@@ -240,17 +255,7 @@ def run_cells(grid: GridConfig, root: Path, progress: bool = True) -> list[dict]
                      if any(r.synthetic for r in grid.regimes) else [])
         for regime in grid.regimes:
             cell_dir = root / "cells" / slug(regime.name) / tag
-            if grid.kind == "detection":
-                from mammogan_tf.studies.detection_cells import run_cell
-
-                run_cell(grid, regime, data_dir, synthetic, cell_dir)
-            elif (cell_dir / "metrics.json").is_file():
-                config = as_config(cell_config(grid, regime, data_dir, synthetic))
-                _same(read_manifest(cell_dir)["config"], config.model_dump(mode="json"), cell_dir)
-            else:
-                resume = (cell_dir / "checkpoints").is_dir()
-                train_classifier(as_config(cell_config(grid, regime, data_dir, synthetic)), cell_dir, resume=resume,
-                                 progress=False)
+            run_cell(grid, regime, data_dir, synthetic, cell_dir)
             cells.append({"regime": regime.name, "k": k, "fold": f, "dir": str(cell_dir), "data": str(data_dir),
                           "synthetic": synthetic if regime.synthetic else []})
             bar.update(1)
