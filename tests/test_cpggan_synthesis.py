@@ -184,6 +184,8 @@ def test_synthesized_images_and_table_round_trip_into_detector_data(trained, who
     table = pd.read_csv(out / "lesions.csv")
     assert len(table) == 8 and table["synthetic"].all() and table["synthetic_lesion"].all()
     assert set(table["patient_id"]) == {"SYNTHETIC"}  # no patient id of a source image
+    assert table["in_breast"].between(0, 1).all()
+    assert manifest["mean_in_breast"] == pytest.approx(table["in_breast"].mean(), abs=1e-3)
     real = read_detection_set(whole_data, "train")
     assert not set(table["patient_id"]) & {f"P{i:03d}" for i in range(8)}
     for image_id, rows in table.groupby("image_id"):

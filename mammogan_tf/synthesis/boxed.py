@@ -13,7 +13,9 @@ Output folder (built in ``<out>.partial`` and renamed into place when complete):
     synthetic-NNNNNNN.png | .dcm  S x S images, marked synthetic, provenance (with the boxes) inside
     lesions.csv                   the lesion table, one row per box in image pixels: ``synthetic``
                                   and ``synthetic_lesion`` true, ``generator_sha256``, ``seed``,
-                                  ``latent_index``, ``mask_source_image_id``; ``patient_id``
+                                  ``latent_index``, ``mask_source_image_id``, ``in_breast`` (share
+                                  of the box inside the generated image's own breast mask: G
+                                  draws the breast, the real mask does not bind it); ``patient_id``
                                   "SYNTHETIC" (no patient identifier of any source image)
     shards/train-NNNNN.tfrecord   (--format shards) whole-image records with every box (``kind``
                                   whole, ``synthetic`` 1, provenance): ``detect`` reads the folder
@@ -146,10 +148,19 @@ def _shard_record(pixels, image_id: str, plan: dict, record: dict) -> bytes:
         "boxes": np.asarray(plan["boxes"]).reshape(-1).tolist(), "box_types": list(plan["types"])})
 
 
+def _share_inside(breast: np.ndarray, box) -> float:
+    """Share of the box's pixels inside the GENERATED image's breast mask (G draws the breast
+    itself: the real mask that placed the box does not bind it)."""
+    x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
+    x1, y1 = max(int(np.ceil(box[2])), x0 + 1), max(int(np.ceil(box[3])), y0 + 1)
+    return round(float(breast[y0:y1, x0:x1].mean()), 4)
+
+
 def run_boxed_synthesize(loaded, n: int | None, out_dir: str | os.PathLike, *, run_dir, checkpoint: str = "best",
                          seed: int = 0, fmt: str = "shards", batch_size: int = 16,
                          boxes_file: str | os.PathLike | None = None, progress: bool = True) -> dict:
     """Whole images with lesions in boxes from the cPGGAN ``loaded``; returns the manifest."""
+    from mammogan_tf.data.preprocess import breast_mask
     from mammogan_tf.data.shards import ShardWriter
     from mammogan_tf.data.table import make_table
 
@@ -180,14 +191,17 @@ def run_boxed_synthesize(loaded, n: int | None, out_dir: str | os.PathLike, *, r
             common = {"image_id": image_id, "patient_id": PATIENT, "path": name, "pathology": "unknown",
                       "synthetic": True, "synthetic_lesion": True, "generator_sha256": loaded.sha256,
                       "seed": seed, "latent_index": index, "mask_source_image_id": plan["mask_source"]}
+            breast = breast_mask(pixels)
             for box, kind in zip(boxes, plan["types"]):
-                rows.append({**common, "lesion_type": kind, **dict(zip(("x0", "y0", "x1", "y1"), box))})
+                rows.append({**common, "lesion_type": kind, **dict(zip(("x0", "y0", "x1", "y1"), box)),
+                             "in_breast": _share_inside(breast, box)})
                 counts[kind] += 1
             bar.update()
     make_table(rows).to_csv(staging / TABLE_NAME, index=False, lineterminator="\n")
     files.append(TABLE_NAME)
     extra = {"generator_sha256": loaded.sha256, "checkpoint_step": loaded.step, "format": fmt, "synthetic": True,
              "model_family": loaded.model_config.family, "images": len(plans), "boxes": sum(counts.values()),
+             "mean_in_breast": round(float(np.mean([r["in_breast"] for r in rows])), 4) if rows else None,
              "boxes_from": boxes_from, "table": TABLE_NAME, "classes": list(LESION_TYPES),
              "patch_size": loaded.model_config.image_size}
     if shards is not None:
