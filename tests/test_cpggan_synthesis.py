@@ -212,19 +212,17 @@ def test_synthesized_images_and_table_round_trip_into_detector_data(trained, who
         np.testing.assert_allclose(np.sort(boxes, 0), np.sort(rows, 0), atol=1e-4)
     flags = [int(ex["synthetic"]) for ex in make_dataset(prepared, "train", None, shuffle=False, as_dict=True)]
     assert flags == [1] * 4
-    # ... and the detector takes it as synthetic training data
-    from mammogan_tf.training.detection_commands import run_detection_experiment
-    from mammogan_tf.training.detection_config import DetectionExperimentConfig
+    # ... and the detector's training pipeline takes it (as `detect` does for data.synthetic)
+    from mammogan_tf.models.detector_config import DetectorConfig
+    from mammogan_tf.training.detection import detection_dataset
+    from mammogan_tf.training.detection_config import DetectionTrainConfig
 
-    real_split = _prepare(whole_data.parent / "images", whole_data.parent / "images" / "lesions.csv",
-                          tmp_path / "real", fractions=(0.5, 0.25, 0.25))
-    config = DetectionExperimentConfig.model_validate({
-        "model": {"family": "detector", "image_size": SIZE, "width": 4, "max_width": 8, "strides": [8, 16],
-                  "anchors": [[[4, 4]], [[8, 8]]]},
-        "train": {"epochs": 1, "batch_size": 2},
-        "data": {"manifest": str(real_split), "synthetic": [str(prepared)]}})
-    metrics = run_detection_experiment(config, tmp_path / "det")
-    assert metrics["train_images"] == {"real": 4, "synthetic": 4}
+    model = DetectorConfig(image_size=SIZE, width=4, max_width=8, strides=[8, 16], anchors=[[[4, 4]], [[8, 8]]])
+    images, y = next(iter(detection_dataset(data, model, DetectionTrainConfig(batch_size=4, flip=False))))
+    assert images.shape == (4, SIZE, SIZE, 1)
+    boxes = y["boxes"].numpy()
+    assert int(((boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])).sum()) == 8  # every box
+    assert sum(float(tf.reduce_sum(t[..., 4])) for t in y["targets"]) > 0  # assigned to anchors
 
 
 def test_synthesize_from_box_csv(trained, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -66,6 +67,9 @@ def test_detection_presets_run_tiny_end_to_end(preset, phantom, tmp_path):
             assert row[f"fps_per_image_{iou}_mean"] == pytest.approx(m["fps_per_image"])
             assert row[f"map_{iou}_mean"] == pytest.approx(m["map"], nan_ok=True)
             assert m["score_threshold"] == 0.001
+            fps, sens = np.asarray(m["froc"]["fps_per_image"]), np.asarray(m["froc"]["sensitivity"])
+            reached = sens[fps <= 1.0].max() if (fps <= 1.0).any() else 0.0
+            assert row[f"sens_at_1fp_{iou}_mean"] == pytest.approx(reached)
         manifest = json.loads((Path(cell["dir"]) / "manifest.json").read_text())
         assert manifest["stage"] == "detect" and len(manifest["inputs"]) == 1 + bool(cell["synthetic"])
     synth = json.loads((root / "synthetic" / "fold0" / "lesion" / "manifest.json").read_text())
