@@ -37,7 +37,8 @@ from mammogan_tf.manifest import (
     build_manifest, input_record, partial_dir, publish, sha256_file, write_json_atomic,
 )
 
-FINDING_COLUMNS = ("lesion_type", "lesion_labels", "pathology", "x0", "y0", "x1", "y1", "mask_path", "source_line")
+FINDING_COLUMNS = ("lesion_type", "lesion_labels", "pathology", "x0", "y0", "x1", "y1", "mask_path", "source_line",
+                   "synthetic")
 """The lesion-table columns a worker needs for each finding."""
 
 

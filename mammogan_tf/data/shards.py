@@ -158,9 +158,10 @@ def _decode_image(png: tf.Tensor) -> tf.Tensor:
     return tf.cast(image, tf.float32) * (2.0 / 65535.0) - 1.0
 
 
-def parse_example(record: tf.Tensor) -> dict:
-    """Parse one serialized record: every ``FEATURES`` field, ``image`` decoded to (H, W, 1) in [-1, 1]."""
-    example = tf.io.parse_single_example(record, FEATURES)
+def parse_example(record: tf.Tensor, extra_features: dict | None = None) -> dict:
+    """Parse one serialized record: every ``FEATURES`` field (plus ``extra_features``), ``image``
+    decoded to (H, W, 1) in [-1, 1]."""
+    example = tf.io.parse_single_example(record, {**FEATURES, **(extra_features or {})})
     example["image"] = _decode_image(example["image"])
     example["label"] = tf.cast(example["label"], tf.int32)
     return example
@@ -184,7 +185,8 @@ def make_dataset(manifest_path: str | os.PathLike, split: str | Sequence[str] = 
                  seed: int = 0, cache: bool = False, drop_remainder: bool = False,
                  as_dict: bool = False, lesion_types: Sequence[str] | None = None,
                  input_context: tf.distribute.InputContext | None = None,
-                 shuffle_buffer: int = 4096, num_parallel: int = tf.data.AUTOTUNE) -> tf.data.Dataset:
+                 shuffle_buffer: int = 4096, num_parallel: int = tf.data.AUTOTUNE,
+                 extra_features: dict | None = None) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` over the shards of ``split`` in a prepare (or synthesize) manifest.
 
     Yields ``(image (B, S, S, 1) float32 in [-1, 1], label (B,) int32)``, or dicts of every
@@ -192,7 +194,8 @@ def make_dataset(manifest_path: str | os.PathLike, split: str | Sequence[str] = 
     (deterministic order for a given seed); ``shuffle`` reshuffles files and records every epoch;
     ``cache`` keeps decoded records in memory; ``lesion_types`` keeps only those classes;
     ``input_context`` shards files per input pipeline (multi-worker; records when there are fewer
-    files than pipelines) and sets the per-replica batch size; ``batch_size=None`` leaves the dataset unbatched.
+    files than pipelines) and sets the per-replica batch size; ``batch_size=None`` leaves the dataset unbatched;
+    ``extra_features``: more fields to parse (e.g. whole-mode ``boxes``), kept in the dicts.
     """
     manifest = read_manifest(manifest_path)
     files = split_files(manifest, split)
@@ -211,7 +214,8 @@ def make_dataset(manifest_path: str | os.PathLike, split: str | Sequence[str] = 
                                  num_parallel_calls=num_parallel, deterministic=True)
     if shard_records:
         dataset = dataset.shard(pipelines, input_context.input_pipeline_id)
-    dataset = dataset.map(parse_example, num_parallel_calls=num_parallel, deterministic=True)
+    dataset = dataset.map(lambda record: parse_example(record, extra_features), num_parallel_calls=num_parallel,
+                          deterministic=True)
     if lesion_types:
         classes = manifest.get("classes", [])
         unknown = sorted(set(lesion_types) - set(classes))

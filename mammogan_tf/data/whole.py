@@ -23,6 +23,8 @@ from mammogan_tf.data.preprocess import box_from_mask
 from mammogan_tf.data.sampling import crop, resize_patch
 
 WHOLE_FIELDS = ("boxes", "box_types")
+MAX_BOXES = 16
+"""Boxes per image in a training batch's ``boxes`` field (``padded_boxes``); more are dropped."""
 
 
 @dataclass
@@ -74,8 +76,14 @@ def whole_sample(image: np.ndarray, breast: np.ndarray, lesions: Sequence[Mappin
             "scale": size / side}
 
 
+def _is_synthetic(findings) -> bool:
+    """Whether a table marks the image synthetic (``synthetic`` column true, e.g. synthesize's tables)."""
+    return any(str(f.get("synthetic")).strip().lower() in ("true", "1", "1.0", "yes") for f in findings)
+
+
 def whole_records(image, breast, lesions, patches_config, job) -> list[dict]:
-    """prepare's record fields (``serialize_record``) of one image in whole mode."""
+    """prepare's record fields (``serialize_record``) of one image in whole mode; ``synthetic`` when
+    the table's ``synthetic`` column says so."""
     from mammogan_tf.data.codec import encode_png16
     from mammogan_tf.data.table import label_of
 
@@ -88,7 +96,7 @@ def whole_records(image, breast, lesions, patches_config, job) -> list[dict]:
              "patient_id": job.patient_id, "image_id": job.image_id, "kind": "whole",
              "bbox": tuple(sample["boxes"][0]) if len(sample["boxes"]) else None,
              "origin": sample["origin"], "boxes": sample["boxes"].reshape(-1).tolist(),
-             "box_types": sample["types"]}]
+             "box_types": sample["types"], "synthetic": _is_synthetic(job.findings)}]
 
 
 def serialize_record(record: dict) -> bytes:
@@ -106,6 +114,32 @@ def serialize_record(record: dict) -> bytes:
     example.features.feature["boxes"].float_list.value.extend(float(v) for v in extra["boxes"])
     example.features.feature["box_types"].bytes_list.value.extend(t.encode() for t in extra["box_types"])
     return example.SerializeToString(deterministic=True)
+
+
+def box_features() -> dict:
+    """The whole-mode list fields as ``tf.io`` features (``make_dataset(extra_features=...)``)."""
+    import tensorflow as tf
+
+    return {"boxes": tf.io.VarLenFeature(tf.float32), "box_types": tf.io.VarLenFeature(tf.string)}
+
+
+def padded_boxes(boxes, max_boxes: int = MAX_BOXES):
+    """A parsed ``boxes`` field (sparse, 4 G floats) -> ``(max_boxes, 4)`` float32, the first G
+    boxes then rows of -1 (no box; ``models.pggan.box_masks`` draws nothing for them)."""
+    import tensorflow as tf
+
+    dense = tf.reshape(tf.sparse.to_dense(boxes), [-1, 4])[:max_boxes]
+    return tf.ensure_shape(tf.pad(dense, [[0, max_boxes - tf.shape(dense)[0]], [0, 0]], constant_values=-1.0),
+                           [max_boxes, 4])
+
+
+def has_boxes(shard_file) -> bool:
+    """Whether the first record of a shard file carries the whole-mode ``boxes`` field."""
+    import tensorflow as tf
+
+    for record in tf.data.TFRecordDataset(str(shard_file)).take(1):
+        return "boxes" in tf.train.Example.FromString(record.numpy()).features.feature
+    return False
 
 
 def read_detection_set(manifest_dir, split: str, class_names: Sequence[str] = ("lesion",)) -> DetectionSet:

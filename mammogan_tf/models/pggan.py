@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mammogan_tf.models.latents import sample_latent
 from mammogan_tf.models.layers import register
 from mammogan_tf.models.pggan_config import CPGGANModelConfig
 
@@ -193,6 +194,12 @@ class CPGGANGenerator(_Progressive):
                 h = pixel_norm(self.act(conv(h)))
             images.append(weights[k] * resize_to(self.to_rgb[k](h), self.image_size, "up"))
         return tf.add_n(images)
+
+    latent_distribution = "normal"
+
+    def sample_latent(self, batch_size: int, seed) -> tf.Tensor:
+        """``(batch_size, latent_dim)`` N(0, 1) float32, stateless in ``seed`` ((2,) int tensor)."""
+        return sample_latent(self.latent_distribution, batch_size, self.latent_dim, seed)
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim}

@@ -35,3 +35,8 @@ class CPGGANModelConfig(Section):
     def num_levels(self) -> int:
         """K: the number of resolutions added after the first."""
         return int(math.log2(self.image_size // self.start_resolution))
+
+    @property
+    def latent_distribution(self) -> str:
+        """Latents are N(0, 1) (recorded in synthesis provenance like the other families')."""
+        return "normal"

@@ -1,5 +1,9 @@
 """A paper's grid (``experiments/tables/*.yaml``): its config and the running of every cell.
 
+Cells are of one ``kind``: ``classifier`` (the downstream classifier per regime) or
+``detection`` (the YOLO-style detector on whole images per regime, ``studies.detection_cells``;
+one box-conditioned GAN per cell trained on all ``gan.classes`` together).
+
 A grid crosses regimes (real only, + synthetic at some share, classic augmentation, CAS...)
 with folds (patient-level CV, or the prepare stage's own split) and, for Alyafi's protocol,
 positive set sizes k. For each (k, fold) it writes the cell's data (``subsets.write_subset``),
@@ -83,10 +87,13 @@ class GridConfig(Section):
 
     name: str = "table"
     output_dir: str = "runs/tables"
+    kind: Literal["classifier", "detection"] = Field("classifier", description="what each cell trains and tests")
     data: GridDataConfig
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
     gan: GanConfig = Field(default_factory=GanConfig)
     classifier: dict = Field(default_factory=dict, description="base classifier experiment (model:, train:)")
+    detector: dict = Field(default_factory=dict, description="kind detection: base detector experiment "
+                           "(model:, train:, data:)")
     regimes: list[RegimeConfig]
     figures: bool = True
     tsne_samples: int = Field(300, ge=0, description="t-SNE points per group (0 = no t-SNE)")
@@ -106,6 +113,10 @@ class GridConfig(Section):
         if isinstance(self.gan.experiment, dict) and set(self.gan.classes) - set(self.gan.experiment):
             raise ValueError(f"gan.experiment: no experiment for classes "
                              f"{sorted(set(self.gan.classes) - set(self.gan.experiment))}")
+        if self.kind == "detection" and (not self.detector or self.protocol.kind != "none"):
+            raise ValueError("kind detection: give the base detector experiment in detector (and no protocol)")
+        if self.kind == "detection" and isinstance(self.gan.experiment, dict):
+            raise ValueError("kind detection: one GAN experiment for all lesion types (gan.experiment: YAML)")
         return self
 
     def gan_experiment(self, cls: str) -> str:
@@ -170,8 +181,9 @@ def cell_tag(k: Optional[int], fold: int) -> str:
     return f"k{k}-fold{fold}" if k is not None else f"fold{fold}"
 
 
-def _gan_config(grid: GridConfig, cls: str, data_dir: Path):
-    """The validated experiment of class ``cls``'s GAN, trained on ``data_dir``'s train split."""
+def _gan_config(grid: GridConfig, cls: str, data_dir: Path, types: list[str]):
+    """The validated experiment of the GAN of class ``cls`` (lesion types ``types``), trained on
+    ``data_dir``'s train split."""
     from mammogan_tf.config import ExperimentConfig
 
     path = grid.gan_experiment(cls)
@@ -180,7 +192,7 @@ def _gan_config(grid: GridConfig, cls: str, data_dir: Path):
     raw.pop("prepare", None)
     contextual = raw.get("model", {}).get("family") == "contextual"
     if not contextual:
-        raw = apply_overrides(raw, [f"train.data.lesion_types=[{cls}]"])
+        raw = apply_overrides(raw, [f"train.data.lesion_types=[{','.join(types)}]"])
     config = validate_config(raw, ExperimentConfig, source=path)
     if contextual:
         from mammogan_tf.synthesis.contextual import output_lesion_type
@@ -192,16 +204,18 @@ def _gan_config(grid: GridConfig, cls: str, data_dir: Path):
 
 
 def _synthetic(grid: GridConfig, root: Path, tag: str, data_dir: Path, k: Optional[int], progress: bool) -> list[str]:
-    """Train (or reuse) one GAN per class on ``data_dir``'s train split and synthesize from it
-    (a contextual run from the patches of that same train split)."""
+    """Train (or reuse) one GAN per class (kind detection: one GAN on all ``gan.classes``, named
+    ``lesion``) on ``data_dir``'s train split and synthesize from it (a contextual run from the
+    patches of that same train split)."""
     from mammogan_tf.synthesis.synthesize import run_synthesize
     from mammogan_tf.training.loop import train
 
     out = []
-    for cls in grid.gan.classes:
+    groups = {"lesion": grid.gan.classes} if grid.kind == "detection" else {c: [c] for c in grid.gan.classes}
+    for cls, types in groups.items():
         synth_dir = root / "synthetic" / tag / cls
         run_dir = root / "gan" / tag / cls
-        config, contextual = _gan_config(grid, cls, data_dir)
+        config, contextual = _gan_config(grid, cls, data_dir, types)
         if (run_dir / MANIFEST_NAME).is_file():
             _same(read_manifest(run_dir)["config"], config.model_dump(mode="json"), run_dir)
         else:
@@ -238,10 +252,25 @@ def _same(saved, wanted, folder: Path) -> None:
                           "--out) to recompute it")
 
 
-def run_cells(grid: GridConfig, root: Path, progress: bool = True) -> list[dict]:
-    """Run or reuse every cell; returns ``{"regime", "k", "fold", "dir"}`` per cell."""
+def _classifier_cell(grid: GridConfig, regime: RegimeConfig, data_dir: Path, synthetic: list[str],
+                     cell_dir: Path) -> None:
+    """Train one cell's classifier (resuming an interrupted one), or reuse it when finished with the
+    same config."""
     from mammogan_tf.training.classifier import as_config, train_classifier
 
+    config = as_config(cell_config(grid, regime, data_dir, synthetic))
+    if (cell_dir / "metrics.json").is_file():
+        _same(read_manifest(cell_dir)["config"], config.model_dump(mode="json"), cell_dir)
+    else:
+        train_classifier(config, cell_dir, resume=(cell_dir / "checkpoints").is_dir(), progress=False)
+
+
+def run_cells(grid: GridConfig, root: Path, progress: bool = True) -> list[dict]:
+    """Run or reuse every cell; returns ``{"regime", "k", "fold", "dir"}`` per cell."""
+    if grid.kind == "detection":
+        from mammogan_tf.studies.detection_cells import run_cell
+    else:
+        run_cell = _classifier_cell
     manifest = ensure_real(grid, progress)
     info = read_manifest(manifest)
     records = read_records(manifest)
@@ -261,12 +290,7 @@ def run_cells(grid: GridConfig, root: Path, progress: bool = True) -> list[dict]
                      if any(r.synthetic for r in grid.regimes) else [])
         for regime in grid.regimes:
             cell_dir = root / "cells" / slug(regime.name) / tag
-            config = as_config(cell_config(grid, regime, data_dir, synthetic))
-            if (cell_dir / "metrics.json").is_file():
-                _same(read_manifest(cell_dir)["config"], config.model_dump(mode="json"), cell_dir)
-            else:
-                resume = (cell_dir / "checkpoints").is_dir()
-                train_classifier(config, cell_dir, resume=resume, progress=False)
+            run_cell(grid, regime, data_dir, synthetic, cell_dir)
             cells.append({"regime": regime.name, "k": k, "fold": f, "dir": str(cell_dir), "data": str(data_dir),
                           "synthetic": synthetic if regime.synthetic else []})
             bar.update(1)

@@ -9,6 +9,8 @@ One row per (regime, k). Columns (binary tasks):
 - ``p_vs_baseline``: paired DeLong p of the pooled test scores against the baseline regime's
   (same cases), and ``delta_auc``.
 
+Detection grids (``kind: detection``): rows and figures of ``studies.detection_cells``.
+
 Multi-class tasks: macro one-vs-rest AUC and accuracy (mean and sd over folds) and per-class
 sensitivity and specificity. Outputs in ``<output_dir>/<name>/``: ``table.md``, ``table.csv``,
 ``table.json`` (rows and cells), ``roc[-k<k>].png``, ``metric_vs_k.png`` (imbalanced protocol),
@@ -169,11 +171,18 @@ def write_table(grid: GridConfig, root: Path, cells: list[dict]) -> dict:
     """Write table.md/csv/json (and figures) for finished cells; returns the JSON content."""
     import pandas as pd
 
-    rows = summarise(grid, cells)
+    if grid.kind == "detection":
+        from mammogan_tf.studies import detection_cells as kind
+
+        rows, text = kind.summarise(grid, cells), kind.markdown
+        make_figures = lambda: kind.figures(grid, root, cells)  # noqa: E731
+    else:
+        rows, text = summarise(grid, cells), markdown
+        make_figures = lambda: _figures(grid, root, rows, cells)  # noqa: E731
     root.mkdir(parents=True, exist_ok=True)
-    (root / "table.md").write_text(markdown(rows, grid.name), encoding="utf-8")
+    (root / "table.md").write_text(text(rows, grid.name), encoding="utf-8")
     pd.DataFrame(rows).to_csv(root / "table.csv", index=False)
-    figures = _figures(grid, root, rows, cells) if grid.figures else []
+    figures = make_figures() if grid.figures else []
     content = {"name": grid.name, "rows": rows, "figures": figures,
                "cells": [{k: v for k, v in c.items()} for c in cells], "grid": grid.model_dump(mode="json")}
     write_json_atomic(root / "table.json", content)

@@ -1,4 +1,5 @@
 """``mammogan synthesize --run RUN_DIR | --model EXPORT_DIR --n N --out DIR [--format ...]``, for a
+cPGGAN run ``mammogan synthesize --run RUN [--n N] [--boxes FILE.csv] --out DIR``, for a
 contextual run ``mammogan synthesize --run RUN --from PREPARE_DIR|PNG_DIR [--split S] [--n N]
 [--reinsert PREPARE_DIR|TABLE] --out DIR``, and
 ``mammogan export --run RUN_DIR --out DIR [--checkpoint best|last] [--onnx] [--evaluation DIR] [--vtt JSON]``."""
@@ -11,7 +12,12 @@ def _synthesize(args) -> int:
     manifest = run_synthesize(args.run, args.n, args.out, fmt=args.format, checkpoint=args.checkpoint,
                               class_name=args.class_name, seed=args.seed, batch_size=args.batch_size,
                               progress=not args.quiet, model_dir=args.model, source=args.source,
-                              split=args.split, reinsert=args.reinsert)
+                              split=args.split, reinsert=args.reinsert, boxes=args.boxes)
+    if "boxes_from" in manifest:  # cpggan: whole images with boxes
+        print(f"wrote {manifest['images']} synthetic whole images with {manifest['boxes']} lesion boxes "
+              f"({manifest['boxes_from']}) and lesions.csv ({args.format}) to {args.out} "
+              f"(sha256 {manifest['generator_sha256'][:16]}...)")
+        return 0
     counts = manifest["counts"]
     counts = counts.get(manifest.get("source_split") or "train", counts) if "splits" in manifest else counts
     per_class = ", ".join(f"{n} {name}" for name, n in sorted(counts.items())) or "0"
@@ -50,6 +56,8 @@ def register(subparsers) -> None:
     parser.add_argument("--split", help="split of the --from prepare output (default train)")
     parser.add_argument("--reinsert", help="contextual runs: a prepare output or lesion table of the full images; "
                         "writes them with the synthetic lesion blended back, plus lesions.csv")
+    parser.add_argument("--boxes", help="cpggan runs: CSV of boxes (image, x0, y0, x1, y1[, lesion_type]) in output "
+                        "pixels, one image per distinct `image`; default: boxes sampled inside real breast masks")
     parser.add_argument("--class", dest="class_name", help="class name or index (conditional generators)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--format", default="shards", choices=("shards", "png", "dicom"))

@@ -5,8 +5,10 @@ long-lived ``tf.data`` pipeline per run.
 ``dataset(start_epoch, skip, batches_per_epoch, input_context)`` is the run's whole input: an
 endless sequence of epochs, epoch ``e`` of every stream shuffled with a seed made of
 ``(seed, e, stream)``, each batch a dict ``{stream: {"image", "label", "box", "mask"}}`` (see
-``families.base``). Records are decoded once: with ``cache`` the decoded patches of every stream
-are kept in memory for the whole run. A resumed run starts at its epoch and skips the batches it
+``families.base``), plus ``"boxes"`` ``(b, MAX_BOXES, 4)`` (every box of the image, -1 rows after
+the last) when the shards are whole images (``prepare`` with ``patches.mode: whole``). Records are
+decoded once: with ``cache`` the decoded patches of every stream are kept in memory for the whole
+run. A resumed run starts at its epoch and skips the batches it
 already used in it, so it sees exactly what an uninterrupted run sees.
 
 Under ``distribute_datasets_from_function`` each input pipeline (one per worker) reads only its
@@ -53,7 +55,9 @@ class TrainingData:
     ``streams``: ``{name: Stream}``, the first primary (an epoch is one pass over it).
     ``batch_size``: the global batch of every stream. Attributes: ``classes`` (the manifest's),
     ``class_names`` and ``class_counts`` (of the primary stream), ``patch_size``,
-    ``num_examples`` (primary), ``counts`` per stream, ``builds`` (pipelines built so far).
+    ``num_examples`` (primary), ``counts`` per stream, ``builds`` (pipelines built so far),
+    ``whole`` (records carry all boxes of an image) and ``boxes`` (every box of the primary
+    stream, ``(N, 4)`` pixels; None unless ``whole``).
     """
 
     def __init__(self, manifest: str | os.PathLike, split: str, streams: dict[str, Stream],
@@ -69,6 +73,10 @@ class TrainingData:
         self.files = split_files(self.manifest, split)
         if not self.files:
             raise InputError(f"{self.path}: split '{split}' holds no shards")
+        from mammogan_tf.data.whole import has_boxes
+
+        self.whole = has_boxes(self.files[0])
+        self._boxes = None
         self.counts = {name: self._count(stream) for name, stream in self.streams.items()}
         for name, count in self.counts.items():
             if count == 0:
@@ -98,14 +106,23 @@ class TrainingData:
         records = self.records(stream, None)
         return int(records.reduce(np.int64(0), lambda n, _: n + 1))
 
+    @property
+    def boxes(self) -> np.ndarray | None:
+        """Every box of the primary stream's images ``(N, 4)`` float32 pixels (whole shards only)."""
+        if self.whole and self._boxes is None:
+            found = [b.numpy() for ex in self.records(self.streams[self.primary]) for b in ex["boxes"]]
+            self._boxes = np.asarray([b for b in found if b[2] > b[0]], np.float32).reshape(-1, 4)
+        return self._boxes
+
     # ------------------------------------------------------------------------ pipeline
     def records(self, stream: Stream, input_context=None) -> tf.data.Dataset:
         """Decoded, filtered records of one stream (unbatched dicts), this pipeline's share."""
         from mammogan_tf.data.shards import make_dataset
+        from mammogan_tf.data.whole import box_features, padded_boxes
 
         dataset = make_dataset(self.path, self.split, batch_size=None, shuffle=False, as_dict=True,
                                lesion_types=list(stream.lesion_types) if stream.lesion_types else None,
-                               input_context=input_context)
+                               input_context=input_context, extra_features=box_features() if self.whole else None)
         if stream.pathologies:
             wanted = tf.constant(list(stream.pathologies))
             dataset = dataset.filter(lambda ex: tf.reduce_any(tf.equal(ex["pathology"], wanted)))
@@ -119,9 +136,12 @@ class TrainingData:
 
         def fields(example):
             image = tf.ensure_shape(example["image"], [size, size, 1])
-            return {"image": image, "label": tf.gather(lookup, example["label"]),
-                    "box": tf.cast(example["bbox"], tf.float32),
-                    "mask": tf.ensure_shape(_decode_mask(example["mask"], size), [size, size, 1])}
+            out = {"image": image, "label": tf.gather(lookup, example["label"]),
+                   "box": tf.cast(example["bbox"], tf.float32),
+                   "mask": tf.ensure_shape(_decode_mask(example["mask"], size), [size, size, 1])}
+            if self.whole:
+                out["boxes"] = padded_boxes(example["boxes"])
+            return out
 
         return dataset.map(fields, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 

@@ -229,7 +229,8 @@ def evaluate_detector(detector, data: DetectionSet, *, score_threshold: float = 
 
 class BestBySensitivity(keras.callbacks.Callback):
     """After each epoch: validation sensitivity at ``select_fps`` FPs/image (IoU ``select_iou``)
-    into the logs (so TensorBoard records it); saves ``best.keras`` + ``best.json`` when it rises."""
+    into the logs (so TensorBoard records it); saves ``best.keras`` + ``best.json`` when it rises or
+    ties (a tie keeps the later epoch)."""
 
     def __init__(self, detector, data: DetectionSet, out_dir: Path, config: DetectionTrainConfig):
         super().__init__()
@@ -243,7 +244,7 @@ class BestBySensitivity(keras.callbacks.Callback):
         value = sensitivity_at_fps(fps, sens, (c.select_fps,))[float(c.select_fps)]
         if logs is not None:
             logs["val_sensitivity"] = value
-        if value > self.best:
+        if value >= self.best:  # ties: the later epoch (lower training loss)
             self.best = value
             self.detector.save(self.out_dir / "best.keras")
             (self.out_dir / "best.json").write_text(json.dumps(

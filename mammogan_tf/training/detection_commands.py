@@ -7,7 +7,9 @@ synthetic (synthetic shards of whole images with boxes, e.g. from the cPGGAN).
 ``train.select_fps`` FPs/image), ``last.keras``, ``history.json``, ``tensorboard/``, and
 ``metrics.json``: sensitivity, FPs per image, AP, mAP and the FROC curve at IoU 0.5 and 0.25 on
 the test split, at the detection threshold ``train.score_threshold`` (Han: 0.1 %), and
-``froc.png`` (FROC curves at both IoU thresholds).
+``froc.png`` (FROC curves at both IoU thresholds), and ``manifest.json`` (stage "detect": the
+config, the real and synthetic data manifests as inputs, the training images per source, the
+sha256 of every file).
 """
 from __future__ import annotations
 
@@ -58,7 +60,18 @@ def run_detection_experiment(config: DetectionExperimentConfig, out_dir=None, ve
 
     plot_froc({f"IoU {key[4:]}": (m["froc"]["fps_per_image"], m["froc"]["sensitivity"])
                for key, m in metrics.items() if key.startswith("iou_")}, out / "froc.png")
+    _write_manifest(config, out, metrics["train_images"])
     return metrics
+
+
+def _write_manifest(config: DetectionExperimentConfig, out: Path, counts: dict) -> None:
+    from mammogan_tf.manifest import MANIFEST_NAME, build_manifest, input_record, write_json_atomic
+
+    inputs = [input_record(Path(path) / MANIFEST_NAME) for path in [config.data.manifest, *config.data.synthetic]]
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
+    manifest = build_manifest("detect", out, config=config.model_dump(mode="json"), inputs=inputs,
+                              counts={"train_images": counts}, files=files)
+    write_json_atomic(out / MANIFEST_NAME, manifest)
 
 
 def train_command(args) -> int:

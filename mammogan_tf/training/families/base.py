@@ -10,7 +10,8 @@ model-specific sits behind ``Family``:
   A batch is ``{stream: {"image": (b, S, S, 1) float32 in [-1, 1], "label": (b,) int32 class index
   into ``Stream.classes`` (or the manifest's classes), "box": (b, 4) float32 (x0, y0, x1, y1) in
   patch pixels, -1 when none, "mask": (b, S, S, 1) float32 in {0, 1} (zeros when none)}}``, b
-  being the per-replica batch.
+  being the per-replica batch; whole-image shards add ``"boxes": (b, 16, 4)``, every box of the
+  image (rows of -1 after the last).
 - ``build_networks()``: the built Keras networks by name (``"generator"``, ``"discriminator"``...).
   ``sampler`` names the one that makes images (the loop keeps an EMA copy when asked).
 - ``phases()``: the updates of one training step in order (``Phase``): which network, how many

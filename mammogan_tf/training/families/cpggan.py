@@ -20,6 +20,7 @@ from typing import Mapping
 import numpy as np
 import tensorflow as tf
 
+from mammogan_tf.data.boxes import sample_boxes
 from mammogan_tf.errors import ConfigError
 from mammogan_tf.models.pggan import CPGGANModelConfig, box_masks, cpggan_networks, progressive_blend
 from mammogan_tf.training.families.base import Family, Phase
@@ -31,25 +32,6 @@ def level_from_progress(progress, num_levels: int) -> tf.Tensor:
     t = tf.clip_by_value(tf.cast(progress, tf.float32) - 1.0, 0.0, 2.0 * num_levels)
     stage = tf.floor(t / 2.0)
     return tf.minimum(stage + tf.minimum(t - 2.0 * stage, 1.0), float(num_levels))
-
-
-def sample_boxes(reference, count: int, size: int, rng: np.random.Generator, jitter: float = 0.1) -> np.ndarray:
-    """``count`` boxes ``(count, 4)`` float32 pixels in a ``size`` image, from the training boxes
-    ``reference (N, 4)``: a random training box, its width and height scaled by U[1 - jitter,
-    1 + jitter] and its centre moved by up to ``jitter * size``, kept inside the image. Without
-    reference boxes: sides U[S/16, S/4], centres uniform."""
-    ref = np.asarray(reference if reference is not None else np.zeros((0, 4)), np.float64).reshape(-1, 4)
-    ref = ref[(ref[:, 2] > ref[:, 0]) & (ref[:, 3] > ref[:, 1])]
-    if len(ref):
-        pick = ref[rng.integers(0, len(ref), count)]
-        sides = (pick[:, 2:] - pick[:, :2]) * rng.uniform(1 - jitter, 1 + jitter, (count, 2))
-        centres = (pick[:, :2] + pick[:, 2:]) / 2 + rng.uniform(-jitter, jitter, (count, 2)) * size
-    else:
-        sides = rng.uniform(size / 16, size / 4, (count, 2))
-        centres = rng.uniform(0, size, (count, 2))
-    sides = np.clip(sides, 1.0, size)
-    lo = np.clip(centres - sides / 2, 0, size - sides)
-    return np.concatenate([lo, lo + sides], axis=1).astype(np.float32)
 
 
 class CPGGANFamily(Family):
