@@ -181,9 +181,9 @@ def cell_tag(k: Optional[int], fold: int) -> str:
     return f"k{k}-fold{fold}" if k is not None else f"fold{fold}"
 
 
-def _gan_config(grid: GridConfig, cls: str, data_dir: Path, types: list[str]):
-    """The validated experiment of the GAN of class ``cls`` (lesion types ``types``), trained on
-    ``data_dir``'s train split."""
+def _gan_config(grid: GridConfig, cls: str, data_dir: Path, types: list[str] | None = None):
+    """The validated experiment of the GAN of class ``cls`` (lesion types ``types``, default
+    ``[cls]``), trained on ``data_dir``'s train split."""
     from mammogan_tf.config import ExperimentConfig
 
     path = grid.gan_experiment(cls)
@@ -192,7 +192,7 @@ def _gan_config(grid: GridConfig, cls: str, data_dir: Path, types: list[str]):
     raw.pop("prepare", None)
     contextual = raw.get("model", {}).get("family") == "contextual"
     if not contextual:
-        raw = apply_overrides(raw, [f"train.data.lesion_types=[{','.join(types)}]"])
+        raw = apply_overrides(raw, [f"train.data.lesion_types=[{','.join(types or [cls])}]"])
     config = validate_config(raw, ExperimentConfig, source=path)
     if contextual:
         from mammogan_tf.synthesis.contextual import output_lesion_type
