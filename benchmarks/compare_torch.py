@@ -8,12 +8,14 @@ load on a shared machine hits both alike. Asserts equal trainable parameter coun
 one JSON object: the median images/s of each side, their ratio (ours / torch; the number we
 steer by, target >= 1.2), the achieved GFLOP/s of each (analytic step FLOPs, see
 ``gan_step_throughput.py``) and their share of the CPU's FP32 peak (``--peak-gflops``, default
-156.5 = 2 cores x 2.445 GHz x 32 FLOP/cycle, AVX-512 FMA).
+156.5 = 2 cores x 2.445 GHz x 32 FLOP/cycle, AVX-512 FMA), and the 1-minute load average
+after each pair of runs (the machine may be shared).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -43,12 +45,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     common = ["--preset", args.preset, "--batch", str(args.batch), "--steps", str(args.steps),
               "--warmup", str(args.warmup)]
-    ours, theirs = [], []
+    ours, theirs, loads = [], [], []
     for i in range(args.runs):
         ours.append(run(HERE / "gan_step_throughput.py", common + args.ours_args.split()))
         theirs.append(run(HERE / "peers" / "torch_dcgan.py", common))
+        loads.append(round(os.getloadavg()[0], 2))
         print(f"run {i + 1}/{args.runs}: ours {ours[-1]['images_per_second']} img/s, "
-              f"torch {theirs[-1]['images_per_second']} img/s", file=sys.stderr, flush=True)
+              f"torch {theirs[-1]['images_per_second']} img/s, load average {loads[-1]}", file=sys.stderr, flush=True)
     if ours[0]["params"] != theirs[0]["params"]:
         raise SystemExit(f"parameter counts differ: ours {ours[0]['params']} vs torch {theirs[0]['params']}")
     flop_per_image = ours[0]["step_gflop_per_image"]
@@ -58,7 +61,7 @@ def main(argv=None) -> int:
               "params": ours[0]["params"], "step_gflop_per_image": flop_per_image,
               "ours_images_per_second": [r["images_per_second"] for r in ours],
               "torch_images_per_second": [r["images_per_second"] for r in theirs],
-              "ours_median": ours_ips, "torch_median": torch_ips, "ratio": round(ours_ips / torch_ips, 3)}
+              "load_average_1min": loads, "ours_median": ours_ips, "torch_median": torch_ips, "ratio": round(ours_ips / torch_ips, 3)}
     for name, ips in (("ours", ours_ips), ("torch", torch_ips)):
         gflops = ips * flop_per_image
         result[f"{name}_gflop_per_second"] = round(gflops, 2)

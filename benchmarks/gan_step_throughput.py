@@ -26,7 +26,8 @@ and a step is
   step = d_steps * (G + 18 D) + g_steps * (3 G + 2 D) per image of the batch.
 Also reports achieved TFLOP/s, MFU (over ``PEAK_TFLOPS`` of the device, FP32 or 16-bit tensor
 cores under mixed precision; the dev CPU's 0.1565 on CPU) and peak memory (device, or the
-process' max RSS on CPU). ``measure()`` is the same as a function (``gpu_suite.py`` uses it).
+process' max RSS on CPU) and the process' CPU seconds per step (all threads; on a shared machine
+less sensitive to other load than the wall time). ``measure()`` is the same as a function (``gpu_suite.py`` uses it).
 Prints one JSON object on the last line.
 """
 from __future__ import annotations
@@ -146,11 +147,11 @@ def measure(preset, batch: int = 64, steps: int = 20, warmup: int = 3, strategy:
         stats = trainer.train_step(iterator, step)
     float(stats["d_loss"])
     warmup_s = time.perf_counter() - start
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for step in range(warmup, warmup + steps):
         stats = trainer.train_step(iterator, step)
     float(stats["d_loss"])  # wait for the last step
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
 
     networks = trainer.networks
     side = config.model.image_size
@@ -170,7 +171,7 @@ def measure(preset, batch: int = 64, steps: int = 20, warmup: int = 3, strategy:
         "preset": str(preset), "image_size": side, "family": config.model.family,
         "batch": batch, "steps": steps, "strategy": strategy, "replicas": trainer.replicas, "device": device,
         "mixed_precision": mixed_precision, "jit_compile": jit, "seconds": round(seconds, 3),
-        "steps_per_second": round(steps_per_s, 3),
+        "steps_per_second": round(steps_per_s, 3), "cpu_seconds_per_step": round(cpu_seconds / steps, 3),
         "images_per_second": round(steps_per_s * batch * train.d_steps, 2),
         "generator_gflop_per_image": round(g_flops / 1e9, 4), "discriminator_gflop_per_image": round(d_flops / 1e9, 4),
         "step_gflop_per_image": round(per_image / 1e9, 4),

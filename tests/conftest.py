@@ -127,3 +127,42 @@ CONTEXTUAL_TINY = ["prepare.manufacturers=[]", "prepare.processed_only=false", "
                    "model.discriminator.base_filters=4", "model.discriminator.max_filters=8",
                    "train.metric.name=none", "train.log_every=1"]
 """``--set`` items that shrink ``experiments/contextual_mass.yaml`` to a phantom-sized 64 px run."""
+
+
+def launch_workers(command: list[str], workers: int = 2, timeout: int = 300, cwd=None) -> list[tuple]:
+    """Run ``command`` in ``workers`` processes on localhost, each with its own TF_CONFIG (a cluster
+    of free ports, its task index), as a user launches them on machines; returns
+    ``(returncode, stdout, stderr)`` of each after asserting that all exited 0 (skips the test when
+    localhost gRPC sockets are unavailable)."""
+    import json
+    import socket
+    import subprocess
+
+    def free_port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("localhost", 0))
+            return sock.getsockname()[1]
+
+    cluster = {"worker": [f"localhost:{free_port()}" for _ in range(workers)]}
+
+    def environment(index: int) -> dict:
+        task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
+                "TF_CONFIG": json.dumps(task), "CUDA_VISIBLE_DEVICES": ""}
+
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                              env=environment(i)) for i in range(workers)]
+    outputs = []
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=timeout)
+            outputs.append((proc.returncode, stdout, stderr))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    if any("UNAVAILABLE" in err and "socket" in err.lower() for _, _, err in outputs):
+        pytest.skip("localhost gRPC sockets are not available in this environment")
+    for returncode, _, stderr in outputs:
+        assert returncode == 0, stderr[-3000:]
+    return outputs

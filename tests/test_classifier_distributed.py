@@ -5,10 +5,13 @@ TensorFlow initialises."""
 from __future__ import annotations
 
 import json
+import sys
+import textwrap
 
 import pytest
 
 from classifier_helpers import tiny_config, write_real
+from conftest import launch_workers
 from test_train_distributed import _python
 
 SCRIPT = """
@@ -58,11 +61,10 @@ WORKER = """
 def test_two_worker_classifier_from_tf_config(tmp_path):
     """Two worker processes launched with a TF_CONFIG cluster spec on localhost: both finish the
     same steps with the same best validation AUC; only the chief writes the run folder."""
-    from test_train_distributed import launch_workers
-
     real = write_real(tmp_path / "real")
     config = tiny_config(real, strategy="multi_worker", samples=64)
-    outputs = launch_workers(WORKER, [json.dumps(config), str(tmp_path / "run")], workers=2)
+    command = [sys.executable, "-c", textwrap.dedent(WORKER), json.dumps(config), str(tmp_path / "run")]
+    outputs = launch_workers(command, workers=2)
     finals = [json.loads(stdout.split("RESULT ", 1)[1]) for _, stdout, _ in outputs]
     assert finals[0] == finals[1] and finals[0]["steps"] == 8
     run = tmp_path / "run"

@@ -1,5 +1,5 @@
 """Strategies: `mirrored` over two logical CPU devices equals `default` for the same global
-batch; a two-process `multi_worker` run on localhost trains and checkpoints.
+batch (two `multi_worker` processes on localhost: tests/test_multi_worker_cli.py).
 
 Each case runs in fresh Python processes: logical devices and TF_CONFIG must be set before
 TensorFlow initialises.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -74,63 +73,3 @@ def test_mirrored_on_two_cpu_devices_matches_default(tmp_path):
     assert abs(default[-1][0] - default[0][0]) > 1e-3  # the losses do move over the steps
     for step, (a, b) in enumerate(zip(default, mirrored), start=1):
         assert b == pytest.approx(a, abs=1e-4), f"step {step}"
-
-
-WORKER = """
-    import json, sys
-    from mammogan_tf.config import validate_config
-    from mammogan_tf.training.loop import train
-    summary = train(validate_config(json.loads(sys.argv[1])), sys.argv[2], progress=False)
-    print("RESULT " + json.dumps(summary["final"]))
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        return sock.getsockname()[1]
-
-
-def launch_workers(script: str, args: list[str], workers: int = 2, timeout: int = 300) -> list[tuple]:
-    """Run ``script`` in ``workers`` processes on localhost, each with its TF_CONFIG (a cluster of
-    free ports, its own task index), as a user launches them on machines; returns
-    ``(returncode, stdout, stderr)`` of each after asserting they all exited 0 (skips the test
-    when localhost gRPC sockets are unavailable)."""
-    cluster = {"worker": [f"localhost:{_free_port()}" for _ in range(workers)]}
-    code = textwrap.dedent(script)
-
-    def environment(index):
-        task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
-        return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps(task)}
-
-    procs = [subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, cwd=TESTS, env=environment(i))
-             for i in range(workers)]
-    outputs = []
-    try:
-        for proc in procs:
-            stdout, stderr = proc.communicate(timeout=timeout)
-            outputs.append((proc.returncode, stdout, stderr))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    if any("UNAVAILABLE" in err and "socket" in err.lower() for _, _, err in outputs):
-        pytest.skip("localhost gRPC sockets are not available in this environment")
-    for code_, _, stderr in outputs:
-        assert code_ == 0, stderr[-3000:]
-    return outputs
-
-
-@pytest.mark.slow
-def test_multi_worker_on_localhost_trains_and_checkpoints(tmp_path):
-    manifest = write_tiny_shards(tmp_path / "data")
-    run = tmp_path / "run"
-    experiment = json.dumps(_experiment(manifest, "multi_worker", 4))
-    outputs = launch_workers(WORKER, [experiment, str(run)])
-    finals = [json.loads(stdout.split("RESULT ", 1)[1]) for _, stdout, _ in outputs]
-    assert finals[0] == finals[1]  # both workers computed the same global step
-    assert sorted(p.name for p in (run / "checkpoints").glob("*.index")) == ["ckpt-2.index", "ckpt-4.index"]
-    assert (run / "manifest.json").is_file() and not list(run.glob(".worker-*"))
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # only the chief logs

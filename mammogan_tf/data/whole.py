@@ -134,12 +134,21 @@ def padded_boxes(boxes, max_boxes: int = MAX_BOXES):
 
 
 def has_boxes(shard_file) -> bool:
-    """Whether the first record of a shard file carries the whole-mode ``boxes`` field."""
-    import tensorflow as tf
+    """Whether the first record of a shard file carries the whole-mode ``boxes`` field. Read with
+    plain file I/O (TFRecord framing: uint64 length, uint32 CRC, payload, uint32 CRC), not
+    ``tf.data``: eager TensorFlow ops before a ``MultiWorkerMirroredStrategy`` is built would
+    initialise the runtime too early for its collective ops."""
+    import struct
 
-    for record in tf.data.TFRecordDataset(str(shard_file)).take(1):
-        return "boxes" in tf.train.Example.FromString(record.numpy()).features.feature
-    return False
+    from tensorflow.core.example.example_pb2 import Example
+
+    with open(shard_file, "rb") as handle:
+        header = handle.read(12)
+        if len(header) < 12:
+            return False
+        (length,) = struct.unpack("<Q", header[:8])
+        payload = handle.read(length)
+    return "boxes" in Example.FromString(payload).features.feature
 
 
 def read_detection_set(manifest_dir, split: str, class_names: Sequence[str] = ("lesion",)) -> DetectionSet:

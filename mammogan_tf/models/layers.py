@@ -14,6 +14,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from mammogan_tf.models.batch_norm import BatchNorm
+
 PACKAGE = "mammogan_tf"
 """Package name under which every layer and model here is registered for ``.keras`` files."""
 
@@ -158,16 +160,15 @@ def conv2d_transpose_gemm(inputs, kernel):
     weights = ops.reshape(ops.transpose(kernel, (3, 0, 1, 2)), (c_in, size * size * c_out))
     cols = ops.reshape(ops.matmul(ops.reshape(inputs, (-1, c_in)), weights), (-1, height, width, size * size * c_out))
     cols = ops.pad(cols, [[0, 0], [d_max, -d_min], [d_max, -d_min], [0, 0]])
+    # One split into the k*k taps (its gradient is one concat), then a spatial slice of each tap:
+    # slicing taps and channels at once made k*k gradients each the size of all columns.
+    parts = ops.split(cols, size * size, axis=-1)
     phases = []
     for r_h, r_w in ((0, 0), (0, 1), (1, 0), (1, 1)):
-        total = None
-        for i in taps[r_h]:
-            for j in taps[r_w]:
-                top, left = d_max - (i - r_h - pad) // 2, d_max - (j - r_w - pad) // 2
-                start = (i * size + j) * c_out
-                part = cols[:, top:top + height, left:left + width, start:start + c_out]
-                total = part if total is None else total + part
-        phases.append(total if total is not None else ops.zeros_like(cols[:, :height, :width, :c_out]))
+        terms = [parts[i * size + j][:, top:top + height, left:left + width]
+                 for i in taps[r_h] for j in taps[r_w]
+                 for top, left in [(d_max - (i - r_h - pad) // 2, d_max - (j - r_w - pad) // 2)]]
+        phases.append(tf.add_n(terms) if terms else ops.zeros_like(parts[0][:, :height, :width]))
     return tf.nn.depth_to_space(ops.concatenate(phases, -1), 2)
 
 
@@ -266,7 +267,8 @@ class Upsample2D(keras.layers.Layer):
 class NormAct(keras.layers.Layer):
     """``[BatchNorm] -> activation -> [Dropout]``; shape preserving.
 
-    BatchNorm uses the DCGAN settings (momentum 0.9, epsilon 1e-5, gamma ~ N(1, init_std)).
+    BatchNorm uses the DCGAN settings (momentum 0.9, epsilon 1e-5, gamma ~ N(1, init_std)); its
+    training pass is fused (``models.batch_norm.BatchNorm``).
     """
 
     def __init__(self, batch_norm: bool = True, activation: str | None = "relu",
@@ -277,7 +279,7 @@ class NormAct(keras.layers.Layer):
         self.negative_slope = negative_slope
         self.dropout = dropout
         self.init_std = init_std
-        self.norm = (keras.layers.BatchNormalization(
+        self.norm = (BatchNorm(
             momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
             gamma_initializer=dcgan_initializer(init_std, mean=1.0)) if batch_norm else None)
         self.act = activation_layer(activation, negative_slope)

@@ -44,6 +44,7 @@ from mammogan_tf.training.data import TrainingData
 from mammogan_tf.training.families import make_family
 from mammogan_tf.training.families.base import StepContext
 from mammogan_tf.training.metric import TrainingMetric, broadcast
+from mammogan_tf.training.optimizers import Adam
 from mammogan_tf.training.resume import check_resume
 from mammogan_tf.training.run_log import CURVE_FILE, RunLog, plot_metric_curve
 from mammogan_tf.training.strategy import is_chief, make_strategy, worker_id
@@ -115,7 +116,7 @@ class Trainer:
         settings = getattr(self.config, key, None)
         if settings is None:
             raise ConfigError(f"train.{key}: no optimizer settings for network '{phase.network}'")
-        optimizer = keras.optimizers.Adam(learning_rate=settings.learning_rate, beta_1=settings.beta_1,
+        optimizer = Adam(learning_rate=settings.learning_rate, beta_1=settings.beta_1,
                                           beta_2=settings.beta_2, epsilon=settings.epsilon)
         if self.config.mixed_precision == "float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
