@@ -6,7 +6,8 @@
 
 Paper scale is heavy on a CPU: the discriminator (128 -> 4096 filters, a 3x3 conv of about
 9.7 GFLOP per image at every level) costs ~48 GFLOP per image forward and a step ~22 of those
-(~1 TFLOP per image), so batch 4 and 2 timed steps take about a minute per run on 2 cores.
+(~1.1 TFLOP per image), so batch 4 with 1 warmup and 2 timed steps takes 2-7 minutes per run and
+side on the shared 2-core dev machine (contextual256: --batch 2 --steps 1).
 
 Built from the ``model:`` section of the same experiment YAML (``--set`` overrides as in
 ``gan_step_throughput.py``), layer for layer as ``mammogan_tf.models.contextual`` /
