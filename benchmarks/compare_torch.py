@@ -23,6 +23,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PEAK_GFLOPS = 156.5
+# The PyTorch peer of each preset (peers/torch_dcgan.py when not listed).
+PEERS = {"contextual128": "torch_contextual.py", "contextual256": "torch_contextual.py"}
 
 
 def run(script: Path, args: list[str]) -> dict:
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
     ours, theirs, loads = [], [], []
     for i in range(args.runs):
         ours.append(run(HERE / "gan_step_throughput.py", common + args.ours_args.split()))
-        theirs.append(run(HERE / "peers" / "torch_dcgan.py", common))
+        theirs.append(run(HERE / "peers" / PEERS.get(args.preset, "torch_dcgan.py"), common))
         loads.append(round(os.getloadavg()[0], 2))
         print(f"run {i + 1}/{args.runs}: ours {ours[-1]['images_per_second']} img/s, "
               f"torch {theirs[-1]['images_per_second']} img/s, load average {loads[-1]}", file=sys.stderr, flush=True)

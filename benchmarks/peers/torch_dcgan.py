@@ -181,6 +181,16 @@ def make_step(config, generator, discriminator):
     return step
 
 
+def time_steps(step, data, warmup: int, steps: int) -> tuple[float, tuple]:
+    """``(seconds of `steps` calls of step(data) after `warmup` untimed ones, the last result)``."""
+    for _ in range(warmup):
+        step(data)
+    start = time.perf_counter()
+    for _ in range(steps):
+        result = step(data)
+    return time.perf_counter() - start, result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="fridadar64")
@@ -210,12 +220,7 @@ def main(argv=None) -> int:
         assert ours == counts, f"parameter counts differ: tf {ours} vs torch {counts}"
     step = make_step(config, generator, discriminator)
     real = torch.rand(args.batch, model.channels, model.image_size, model.image_size) * 2 - 1
-    for _ in range(args.warmup):
-        step(real)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        d_loss, g_loss = step(real)
-    seconds = time.perf_counter() - start
+    seconds, (d_loss, g_loss) = time_steps(step, real, args.warmup, args.steps)
     print(json.dumps({"impl": "torch_eager", "torch": torch.__version__, "threads": torch.get_num_threads(),
                       "preset": args.preset, "batch": args.batch, "steps": args.steps,
                       "seconds": round(seconds, 3), "images_per_second": round(args.batch * args.steps / seconds, 2),
