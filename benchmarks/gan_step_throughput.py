@@ -172,7 +172,7 @@ def measure(preset, batch: int = 64, steps: int = 20, warmup: int = 3, strategy:
         "batch": batch, "steps": steps, "strategy": strategy, "replicas": trainer.replicas, "device": device,
         "mixed_precision": mixed_precision, "jit_compile": jit, "seconds": round(seconds, 3),
         "steps_per_second": round(steps_per_s, 3), "cpu_seconds_per_step": round(cpu_seconds / steps, 3),
-        "images_per_second": round(steps_per_s * batch * train.d_steps, 2),
+        "images_per_second": float(f"{steps_per_s * batch * train.d_steps:.4g}"),
         "generator_gflop_per_image": round(g_flops / 1e9, 4), "discriminator_gflop_per_image": round(d_flops / 1e9, 4),
         "step_gflop_per_image": round(per_image / 1e9, 4),
         "achieved_gflop_per_second": round(flops_per_s / 1e9, 2),

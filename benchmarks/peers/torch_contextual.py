@@ -391,7 +391,7 @@ def main(argv=None) -> int:
     print(json.dumps({"impl": "torch_eager", "torch": torch.__version__, "threads": torch.get_num_threads(),
                       "preset": args.preset, "stage": step_stage, "image_size": size // 2 if step_stage == 0 else size,
                       "batch": args.batch, "steps": args.steps, "seconds": round(seconds, 3),
-                      "images_per_second": round(images / seconds, 3), "params": counts,
+                      "images_per_second": float(f"{images / seconds:.4g}"), "params": counts,
                       "params_checked": args.check_params, "final_d_loss": round(float(d_loss), 4),
                       "final_g_loss": round(float(g_loss), 4)}))
     return 0

@@ -223,7 +223,7 @@ def main(argv=None) -> int:
     seconds, (d_loss, g_loss) = time_steps(step, real, args.warmup, args.steps)
     print(json.dumps({"impl": "torch_eager", "torch": torch.__version__, "threads": torch.get_num_threads(),
                       "preset": args.preset, "batch": args.batch, "steps": args.steps,
-                      "seconds": round(seconds, 3), "images_per_second": round(args.batch * args.steps / seconds, 2),
+                      "seconds": round(seconds, 3), "images_per_second": float(f"{args.batch * args.steps / seconds:.4g}"),
                       "params": counts, "final_d_loss": round(float(d_loss), 4),
                       "final_g_loss": round(float(g_loss), 4)}))
     return 0
