@@ -97,7 +97,7 @@ def tiny_shards():
 def acgan_run(tmp_path_factory):
     """A finished 16 px ACGAN run (mass, calcification) with an EMA generator and best/."""
     from mammogan_tf.config import validate_config
-    from mammogan_tf.training.loop import train
+    from mammogan_tf.training.run import train
 
     root = tmp_path_factory.mktemp("acgan")
     manifest = write_tiny_shards(root / "data")

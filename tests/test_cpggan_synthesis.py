@@ -72,7 +72,7 @@ def _experiment(manifest: Path, steps: int = 2):
 
 @pytest.fixture(scope="module")
 def trained(whole_data, tmp_path_factory) -> Path:
-    from mammogan_tf.training.loop import train
+    from mammogan_tf.training.run import train
 
     run = tmp_path_factory.mktemp("run") / "run"
     train(_experiment(whole_data), run, progress=False)

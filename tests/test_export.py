@@ -19,7 +19,7 @@ tf = pytest.importorskip("tensorflow")
 @pytest.fixture(scope="module")
 def dcgan_run(tmp_path_factory):
     """A finished 16 px DCGAN run (EMA, 3 steps, no metric: no best/)."""
-    from mammogan_tf.training.loop import train
+    from mammogan_tf.training.run import train
 
     root = tmp_path_factory.mktemp("dcgan")
     config = validate_config(tiny_experiment(write_tiny_shards(root / "data"), steps=3))

@@ -46,7 +46,7 @@ MIRRORED = """
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from mammogan_tf.config import validate_config
-    from mammogan_tf.training.loop import train
+    from mammogan_tf.training.run import train
     from mammogan_tf.training.run_log import read_metrics
     from mammogan_tf.training.strategy import make_strategy
     out = {}

@@ -175,7 +175,7 @@ def _variables(prefix) -> dict:
 
 
 def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(cli_run, manifest, tmp_path):
-    from mammogan_tf.training.loop import train
+    from mammogan_tf.training.run import train
 
     _, uninterrupted, experiment = cli_run
     run = tmp_path / "resumed"
@@ -206,7 +206,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(manifes
 
     from mammogan_tf.training.data import TrainingData
     from mammogan_tf.training.families import make_family
-    from mammogan_tf.training.loop import Trainer, train
+    from mammogan_tf.training.loop import Trainer
+    from mammogan_tf.training.run import train
 
     class PoisonedFromEpoch1(TrainingData):
         """Real images become NaN from epoch 1 on, i.e. from step 4."""

@@ -208,7 +208,7 @@ def _synthetic(grid: GridConfig, root: Path, tag: str, data_dir: Path, k: Option
     ``lesion``) on ``data_dir``'s train split and synthesize from it (a contextual run from the
     patches of that same train split)."""
     from mammogan_tf.synthesis.synthesize import run_synthesize
-    from mammogan_tf.training.loop import train
+    from mammogan_tf.training.run import train
 
     out = []
     groups = {"lesion": grid.gan.classes} if grid.kind == "detection" else {c: [c] for c in grid.gan.classes}

@@ -101,7 +101,7 @@ def _train(args) -> int:
     manifest = ensure_training_data(config, progress)
     config.train.data.manifest = str(manifest)
     ensure_backbone(config, manifest, progress)
-    from mammogan_tf.training.loop import train
+    from mammogan_tf.training.run import train
 
     run_dir = run_dir_of(config, args.out)
     summary = train(config, run_dir, resume=args.resume, progress=progress)
