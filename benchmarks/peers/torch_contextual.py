@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -65,23 +64,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.peers.torch_dcgan import count, time_steps  # noqa: E402
 from benchmarks.presets import PRESETS, load_preset  # noqa: E402
+from mammogan_tf.models.contextual_config import attention_level, level_widths, num_levels  # noqa: E402
 
 REAL, FAKE, BENIGN, NORMAL = range(4)
 ROLES = {"add": {"source": "normal", "real": "lesion", "benign": "benign", "negative": "normal"},
          "remove": {"source": "lesion", "real": "normal", "benign": "benign", "negative": "lesion"}}
-
-
-# The level rules of mammogan_tf.models.contextual_blocks, restated (no TensorFlow in this process).
-def num_levels(image_size: int, center_resolution: int) -> int:
-    return int(round(math.log2(image_size // center_resolution)))
-
-
-def level_widths(levels: int, base_filters: int, max_filters: int) -> list[int]:
-    return [min(base_filters * 2 ** i, max_filters) for i in range(levels)]
-
-
-def attention_level(image_size: int, attention_resolution: int | None) -> int:
-    return 0 if not attention_resolution else int(round(math.log2(image_size // attention_resolution)))
 
 
 def _normed(layer: nn.Module, std: float, sn: bool) -> nn.Module:

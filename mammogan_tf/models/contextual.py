@@ -38,8 +38,9 @@ import tensorflow as tf
 from keras import ops
 
 from mammogan_tf.models.attention import SelfAttention
-from mammogan_tf.models.contextual_blocks import (ContextualEncoder, DecoderBlock, attention_level, border_mask,
-                                                  fade, level_widths, num_levels, resolve_fade, upsample2)
+from mammogan_tf.models.contextual_blocks import (ContextualEncoder, DecoderBlock, border_mask, fade, resolve_fade,
+                                                  upsample2)
+from mammogan_tf.models.contextual_config import attention_level, level_widths, num_levels
 from mammogan_tf.models.layers import conv_layer, dense_layer, register
 
 

@@ -20,8 +20,6 @@ Every layer of every mode exists from the start, so a stage switch keeps all wei
 """
 from __future__ import annotations
 
-import math
-
 import keras
 import tensorflow as tf
 from keras import ops
@@ -30,21 +28,6 @@ from mammogan_tf.models.attention import SelfAttention
 from mammogan_tf.models.layers import conv_layer, register
 
 FADE_MODES = ("half", "low", "high", "blend")
-
-
-def num_levels(image_size: int, center_resolution: int) -> int:
-    """Number of stride-2 levels from ``image_size`` down to ``center_resolution`` (both powers of 2)."""
-    return int(round(math.log2(image_size // center_resolution)))
-
-
-def level_widths(levels: int, base_filters: int, max_filters: int) -> list[int]:
-    """Channels of levels 1..levels: ``min(base_filters * 2**(i-1), max_filters)``."""
-    return [min(base_filters * 2 ** i, max_filters) for i in range(levels)]
-
-
-def attention_level(image_size: int, attention_resolution: int | None) -> int:
-    """Level whose side is ``attention_resolution`` (0: no attention)."""
-    return 0 if not attention_resolution else int(round(math.log2(image_size // attention_resolution)))
 
 
 def resolve_fade(size: int, image_size: int, progressive: bool, alpha):

@@ -208,11 +208,12 @@ def run_boxed_synthesize(loaded, n: int | None, out_dir: str | os.PathLike, *, r
         shards.close_shard()
         extra["splits"] = {"train": [f"shards/{f}" for f in shards.files]}
         files += extra["splits"]["train"]
-    inputs = [input_record(Path(run_dir) / MANIFEST_NAME),
-              {**input_record(loaded.checkpoint + ".index"), "generator_sha256": loaded.sha256}]
+    from mammogan_tf.synthesis.synthesize import generator_inputs, generator_settings
+
+    inputs = generator_inputs(loaded, run_dir, None)
     inputs.append(input_record(boxes_file) if boxes_file is not None else
                   input_record(Path(loaded.run_manifest["config"]["train"]["data"]["manifest"]) / MANIFEST_NAME))
-    settings = {"run": str(Path(run_dir).resolve()), "checkpoint": checkpoint, "n": n, "seed": seed, "format": fmt,
+    settings = {**generator_settings(run_dir, None, checkpoint), "n": n, "seed": seed, "format": fmt,
                 "batch_size": batch_size, "boxes": str(Path(boxes_file).resolve()) if boxes_file else None}
     first_image = Counter(p["types"][0] for p in plans if p["types"])
     manifest = build_manifest("synthesize", staging, config=settings, inputs=inputs,

@@ -45,7 +45,7 @@ def run_contextual_synthesize(loaded, source_path: str | os.PathLike, out_dir: s
                               reinsert_from: str | os.PathLike | None = None, progress: bool = True) -> dict:
     """Apply the contextual generator ``loaded`` (of the run ``run_dir`` or the export ``model_dir``)
     to the sources at ``source_path``; returns the manifest."""
-    from mammogan_tf.synthesis.synthesize import _FileOutput, _ShardOutput, generator_inputs
+    from mammogan_tf.synthesis.synthesize import _FileOutput, _ShardOutput, generator_inputs, generator_settings
 
     model = loaded.model_config
     sources = open_sources(source_path, split)
@@ -86,9 +86,7 @@ def run_contextual_synthesize(loaded, source_path: str | os.PathLike, out_dir: s
         raise ConfigError(f"--from {source_path}: no {source_lesion_type(model)} patches"
                           + (f" in split '{split}'" if sources.split else ""))
     files = output.finish() + ([f"reinserted/{f}" for f in full.finish()] if full is not None else [])
-    origin = {"model": str(Path(model_dir).resolve())} if model_dir is not None else \
-        {"run": str(Path(run_dir).resolve()), "checkpoint": checkpoint}
-    settings = {**origin, "from": str(Path(source_path).resolve()),
+    settings = {**generator_settings(run_dir, model_dir, checkpoint), "from": str(Path(source_path).resolve()),
                 "split": sources.split, "n": n, "seed": seed, "format": fmt, "batch_size": batch_size,
                 "reinsert": str(Path(reinsert_from).resolve()) if reinsert_from is not None else None}
     inputs = generator_inputs(loaded, run_dir, model_dir)

@@ -57,7 +57,7 @@ def signature_description(model_config) -> dict:
         raise ConfigError(f"model.family {family}: export supports {', '.join(SIGNATURE_INPUTS)} so far")
     size, channels = model_config.image_size, getattr(model_config, "channels", 1)
     if family == "contextual":
-        from mammogan_tf.models.contextual_blocks import num_levels
+        from mammogan_tf.models.contextual_config import num_levels
 
         noise_dim = 2 * num_levels(size, model_config.center_resolution)
         plane = {"shape": [None, size, size, 1], "dtype": "float32"}
@@ -78,9 +78,9 @@ def serving_module(generator, model_config):
     """A ``tf.Module`` tracking ``generator`` with ``serve``: the SERVING signature as a tf.function."""
     import tensorflow as tf
 
-    names = SIGNATURE_INPUTS[model_config.family]
     if model_config.family == "contextual":
         return _contextual_serving_module(generator, model_config)
+    names = SIGNATURE_INPUTS[model_config.family]
     specs = [tf.TensorSpec([None, model_config.latent_dim], tf.float32, name="latent")]
     if "class_label" in names:
         specs.append(tf.TensorSpec([None], tf.int32, name="class_label"))
@@ -99,6 +99,7 @@ def serving_module(generator, model_config):
 
 
 def _contextual_serving_module(generator, model_config):
+    """``serving_module`` of a contextual generator: (context, noise) -> (image, lesion), see SERVING."""
     import tensorflow as tf
 
     size, noise_dim = model_config.image_size, generator.noise_dim

@@ -88,6 +88,13 @@ def generator_inputs(loaded, run_dir, model_dir) -> list[dict]:
             {**input_record(loaded.checkpoint + ".index"), "generator_sha256": loaded.sha256}]
 
 
+def generator_settings(run_dir, model_dir, checkpoint: str) -> dict:
+    """The manifest settings naming the generator: ``{"model": EXPORT}`` or ``{"run", "checkpoint"}``."""
+    if model_dir is not None:
+        return {"model": str(Path(model_dir).resolve())}
+    return {"run": str(Path(run_dir).resolve()), "checkpoint": checkpoint}
+
+
 def run_synthesize(run_dir: str | os.PathLike | None, n: int | None, out_dir: str | os.PathLike, *,
                    fmt: str = "shards", checkpoint: str = "best", class_name: str | int | None = None, seed: int = 0,
                    batch_size: int = 64, progress: bool = True, model_dir: str | os.PathLike | None = None,
@@ -153,9 +160,7 @@ def run_synthesize(run_dir: str | os.PathLike | None, n: int | None, out_dir: st
                 counts[lesion_type] += 1
             bar.update(len(indices))
     files = output.finish()
-    source = {"model": str(Path(model_dir).resolve())} if model_dir is not None else \
-        {"run": str(Path(run_dir).resolve()), "checkpoint": checkpoint}
-    settings = {**source, "n": n, "class": class_name, "seed": seed, "format": fmt, "batch_size": batch_size}
+    settings = {**generator_settings(run_dir, model_dir, checkpoint), "n": n, "class": class_name, "seed": seed, "format": fmt, "batch_size": batch_size}
     inputs = generator_inputs(loaded, run_dir, model_dir)
     extra = {"generator_sha256": loaded.sha256, "checkpoint_step": loaded.step, "format": fmt, "synthetic": True,
              "classes": list(LESION_TYPES), "patch_size": loaded.model_config.image_size}
