@@ -261,6 +261,26 @@ def test_family_discriminator_loss_by_hand():
     assert g_terms["adversarial"].shape == (2,)
 
 
+def test_without_a_benign_stream_the_benign_term_is_dropped():
+    fam = family(lesion_pathologies=["malignant", "benign"], benign_pathologies=[],
+                 generator={"base_filters": 4, "max_filters": 16, "center_filters": 8, "spectral_norm": False})
+    assert list(fam.streams()) == ["lesion", "normal"] and fam.roles["benign"] is None
+    assert fam.streams()["lesion"].pathologies == ("malignant", "benign")
+    nets = {"generator": fam.build_networks()["generator"], "discriminator": StubDiscriminator()}
+    ctx = StepContext(seed=tf.constant([1, 2], tf.int64), schedules={"fade_alpha": tf.Variable(1.0)}, global_batch_size=2)
+    batch = stub_batch()
+    del batch["benign"]  # the data pipeline reads no benign stream
+    terms, _ = fam.discriminator_loss(nets, batch, ctx)
+    assert set(terms) == {"real", "fake", "normal", "penalty"}
+    # the same seeds as with a benign stream: real, fake and normal terms unchanged
+    with_benign, _ = family(generator={"base_filters": 4, "max_filters": 16, "center_filters": 8,
+                                       "spectral_norm": False}).discriminator_loss(nets, stub_batch(), ctx)
+    for name in ("real", "fake", "normal"):
+        np.testing.assert_allclose(terms[name].numpy(), with_benign[name].numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="benign_pathologies repeats"):
+        tiny_config(lesion_pathologies=["malignant", "benign"], benign_pathologies=["benign"])
+
+
 def test_family_streams_phases_roles_and_schedules():
     add, remove = family("add"), family("remove", lesion_type="calcification")
     assert list(add.streams()) == ["lesion", "benign", "normal"]

@@ -88,8 +88,10 @@ class ContextualModelConfig(Section):
     mode: Literal["add", "remove"] = Field("add", description="add a lesion to normal tissue, or remove one")
     lesion_type: str = Field("mass", description="lesion stream: mass or calcification")
     lesion_pathologies: list[str] = Field(["malignant"], description="pathologies of the lesion stream")
-    benign_pathologies: list[str] = Field(["benign", "benign_without_callback"],
-                                          description="pathologies of the benign stream (same lesion type)")
+    benign_pathologies: list[str] = Field(
+        ["benign", "benign_without_callback"],
+        description="pathologies of the benign stream (same lesion type); [] = no benign stream: D's benign "
+                    "class gets no examples and its loss term is dropped (e.g. when every lesion is the real class)")
     image_size: int = Field(256, ge=16, description="patch side S, a power of two")
     center_resolution: int = Field(4, ge=1, description="side of the centre (paper 4)")
     attention_resolution: Optional[int] = Field(
@@ -112,6 +114,10 @@ class ContextualModelConfig(Section):
         if attention is not None and (attention & (attention - 1) or not centre < attention < size):
             raise ValueError(f"attention_resolution {attention} must be a power of two strictly between "
                              f"center_resolution {centre} and image_size {size}")
+        overlap = sorted(set(self.lesion_pathologies) & set(self.benign_pathologies))
+        if overlap:
+            raise ValueError(f"benign_pathologies repeats {overlap} of lesion_pathologies: a patch cannot be "
+                             "both the real and the benign class")
         if 2 * self.border_crop >= size // 2:
             raise ValueError(f"border_crop {self.border_crop} leaves no interior at {size // 2} px")
         if self.progressive.enabled and math.log2(size // centre) < 2:

@@ -52,10 +52,13 @@ def four_way_loss(real_logits, fake_logits, benign_logits, normal_logits,
                   aux_weights=(0.2, 0.2)) -> dict[str, tf.Tensor]:
     """Weighted per-example terms (b,) of the four-way discriminator loss: cross-entropy of
     ``(b, 4)`` logits against classes 0 (real), 1 (fake), 2 (benign), 3 (normal); the benign and
-    normal terms multiplied by ``aux_weights``."""
-    return {"real": _cross_entropy(real_logits, REAL), "fake": _cross_entropy(fake_logits, FAKE),
-            "benign": aux_weights[0] * _cross_entropy(benign_logits, BENIGN),
-            "normal": aux_weights[1] * _cross_entropy(normal_logits, NORMAL)}
+    normal terms multiplied by ``aux_weights``. ``benign_logits`` None (no benign stream): no
+    benign term."""
+    terms = {"real": _cross_entropy(real_logits, REAL), "fake": _cross_entropy(fake_logits, FAKE)}
+    if benign_logits is not None:
+        terms["benign"] = aux_weights[0] * _cross_entropy(benign_logits, BENIGN)
+    terms["normal"] = aux_weights[1] * _cross_entropy(normal_logits, NORMAL)
+    return terms
 
 
 def real_log_odds(logits) -> tf.Tensor:
@@ -78,16 +81,20 @@ class ContextualFamily(Family):
     def streams(self):
         model = self.model_config
         lesion = (model.lesion_type,)
-        return {"lesion": Stream(lesion, tuple(model.lesion_pathologies)),
-                "benign": Stream(lesion, tuple(model.benign_pathologies)),
-                "normal": Stream(("normal",))}
+        streams = {"lesion": Stream(lesion, tuple(model.lesion_pathologies)),
+                   "benign": Stream(lesion, tuple(model.benign_pathologies)), "normal": Stream(("normal",))}
+        if not model.benign_pathologies:
+            del streams["benign"]
+        return streams
 
     @property
     def roles(self) -> dict[str, str]:
-        """Stream of each role: ``source`` (G input), ``real``, ``benign``, ``negative`` (4th class)."""
+        """Stream of each role: ``source`` (G input), ``real``, ``benign`` (None without a benign
+        stream), ``negative`` (4th class)."""
+        benign = "benign" if self.model_config.benign_pathologies else None
         if self.model_config.mode == "add":
-            return {"source": "normal", "real": "lesion", "benign": "benign", "negative": "normal"}
-        return {"source": "lesion", "real": "normal", "benign": "benign", "negative": "lesion"}
+            return {"source": "normal", "real": "lesion", "benign": benign, "negative": "normal"}
+        return {"source": "lesion", "real": "normal", "benign": benign, "negative": "lesion"}
 
     def build_networks(self):
         return build_contextual(self.model_config)
@@ -142,16 +149,19 @@ class ContextualFamily(Family):
         discriminator, alpha = networks["discriminator"], self._alpha_for(ctx)
         fake_seed, penalty_seed, *aug_seeds = ctx.split(6)
         fake = combined_of(self.fake(networks, self._images(batch, roles["source"]), ctx, fake_seed))
-        inputs = [self._images(batch, roles["real"]), fake, self._images(batch, roles["benign"]),
-                  self._images(batch, roles["negative"])]
-        inputs = [ctx.augment(images, seed) for images, seed in zip(inputs, aug_seeds)]
-        logits = [discriminator(images, alpha=alpha, training=True) for images in inputs]
-        terms = four_way_loss(*logits, aux_weights=loss.aux_weights)
+        streams = {"real": roles["real"], "benign": roles["benign"], "normal": roles["negative"]}
+        inputs = {name: self._images(batch, stream) for name, stream in streams.items() if stream is not None}
+        inputs["fake"] = fake
+        inputs = {name: ctx.augment(inputs[name], seed)
+                  for name, seed in zip(("real", "fake", "benign", "normal"), aug_seeds) if name in inputs}
+        logits = {name: discriminator(images, alpha=alpha, training=True) for name, images in inputs.items()}
+        terms = four_way_loss(logits["real"], logits["fake"], logits.get("benign"), logits["normal"],
+                              aux_weights=loss.aux_weights)
         if loss.penalty_weight:
             terms["penalty"] = loss.penalty_weight * perturbation_penalty(
-                lambda x: real_log_odds(discriminator(x, alpha=alpha, training=True)), inputs[0],
+                lambda x: real_log_odds(discriminator(x, alpha=alpha, training=True)), inputs["real"],
                 ctx.replica_seed(penalty_seed), k=loss.penalty_k, scale=loss.penalty_scale)
-        real_odds, fake_odds = real_log_odds(logits[0]), real_log_odds(logits[1])
+        real_odds, fake_odds = real_log_odds(logits["real"]), real_log_odds(logits["fake"])
         return terms, {"real": real_odds, "fake": fake_odds, "real_sign": tf.sign(real_odds)}
 
     def generator_loss(self, networks, batch, ctx):
