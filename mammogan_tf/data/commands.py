@@ -4,6 +4,7 @@ from __future__ import annotations
 from mammogan_tf.commands.config_commands import add_override_argument
 from mammogan_tf.config import load_config, set_field
 from mammogan_tf.data.report import format_summary
+from mammogan_tf.errors import ConfigError
 
 EXIT_SOME_REJECTED = 3
 
@@ -12,9 +13,13 @@ def _prepare(args) -> int:
     from mammogan_tf.data.prepare import run_prepare
 
     config = load_config(args.config, args.overrides).prepare
-    for field in ("images", "annotations", "format", "workers", "seed"):
+    for field in ("images", "annotations", "format", "workers", "seed", "runner"):
         if getattr(args, field) is not None:
             set_field(config, field, getattr(args, field), f"--{field}")
+    if args.beam_option:
+        if config.runner != "beam":
+            raise ConfigError(f"--beam-option {args.beam_option[0]}: needs --runner beam (or prepare.runner: beam)")
+        set_field(config, "beam_options", config.beam_options + args.beam_option, "--beam-option")
     manifest = run_prepare(config, args.out, progress=not args.quiet)
     print(format_summary(manifest))
     print(f"wrote {args.out}/manifest.json and {args.out}/rejected.csv")
@@ -43,6 +48,12 @@ def register(subparsers) -> None:
     prepare.add_argument("--out", required=True, help="output folder")
     prepare.add_argument("--workers", type=int, help="worker processes (0 = one per core)")
     prepare.add_argument("--seed", type=int, help="random seed (patch sampling and splits)")
+    prepare.add_argument("--runner", help="local (a process pool, the default) or beam (an Apache Beam "
+                                          "pipeline; DirectRunner with --workers processes unless "
+                                          "--beam-option runner=... names another); same shards")
+    prepare.add_argument("--beam-option", action="append", metavar="KEY=VALUE",
+                         help="a Beam pipeline option, repeatable (e.g. runner=FlinkRunner "
+                              "flink_master=host:8081); added to prepare.beam_options")
     prepare.add_argument("--quiet", action="store_true", help="no progress bar")
     add_override_argument(prepare)
     prepare.set_defaults(func=_prepare)

@@ -5,6 +5,7 @@ re-exported from ``mammogan_tf.config``.
 """
 from __future__ import annotations
 
+import re
 from typing import Literal, Optional
 
 from pydantic import Field, field_validator
@@ -86,11 +87,25 @@ class PrepareConfig(Section):
     processed_only: bool = Field(False, description="keep only processed (FOR PRESENTATION) images")
     seed: int = 0
     workers: int = Field(1, ge=0, description="0 = one per CPU core")
+    runner: Literal["local", "beam"] = Field(
+        "local", description="local = a process pool; beam = an Apache Beam pipeline (DirectRunner with "
+        "`workers` processes unless beam_options name another runner); same shards either way")
+    beam_options: list[str] = Field(
+        default_factory=list, description="runner: beam: Beam pipeline options as KEY=VALUE (or KEY for a "
+        "flag), e.g. runner=FlinkRunner; passed to PipelineOptions as --KEY=VALUE")
     images_per_shard: int = Field(64, ge=1)
     normalization: NormalizationConfig = Field(default_factory=NormalizationConfig)
     mask: MaskConfig = Field(default_factory=MaskConfig)
     patches: PatchConfig = Field(default_factory=PatchConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
+
+    @field_validator("beam_options")
+    @classmethod
+    def _key_value(cls, value):
+        for option in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(=.*)?", option.removeprefix("--")):
+                raise ValueError(f"{option!r}: expected KEY=VALUE (a Beam pipeline option such as runner=FlinkRunner)")
+        return [option.removeprefix("--") for option in value]
 
     @field_validator("format", mode="before")
     @classmethod

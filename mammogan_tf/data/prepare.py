@@ -2,7 +2,8 @@
 
 Work is cut into units (one split, ``images_per_shard`` consecutive images) and each unit ends as
 one shard ``shards/<split>-<nnnnn>.tfrecord`` plus a record ``units/<unit>.json``, both written
-atomically inside ``<out>.partial``. A killed run resumes with the units not yet recorded; when
+atomically inside ``<out>.partial``, by a local process pool or (``runner: beam``) an Apache Beam
+pipeline (``beam_runner``). A killed run resumes with the units not yet recorded; when
 all are done the manifest is written and the folder renamed into place. Output bytes depend only
 on the inputs and the config (per-image random generators), never on the number of workers.
 """
@@ -158,8 +159,14 @@ def _units(jobs: list[ImageJob], per_unit: int) -> dict[str, list[ImageJob]]:
     return units
 
 
+EXECUTION_FIELDS = {"workers", "runner", "beam_options"}
+"""Config fields that say how units run, not what they hold: left out of the resume fingerprint, so
+a killed run may resume with another runner or worker count."""
+
+
 def _fingerprint(config: PrepareConfig, annotations: str) -> str:
-    text = json.dumps(config.model_dump(mode="json"), sort_keys=True) + sha256_file(annotations)
+    text = json.dumps(config.model_dump(mode="json", exclude=EXECUTION_FIELDS), sort_keys=True)
+    text += sha256_file(annotations)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -248,7 +255,11 @@ def run_prepare(config: PrepareConfig, out_dir: str | os.PathLike, *, progress: 
     pending = {name: jobs for name, jobs in plan.units.items()
                if not (staging / "units" / f"{name}.json").exists()}
     workers = config.workers or os.cpu_count() or 1
-    _run_units(staging, pending, config, workers, progress)
+    if config.runner == "beam" and pending:
+        from mammogan_tf.data.beam_runner import run_units_beam
+        run_units_beam(staging, pending, config, workers, progress)
+    else:
+        _run_units(staging, pending, config, workers, progress)
 
     summary = summarise(staging, plan.units, plan.annotations)
     if not summary["shard_files"]:
