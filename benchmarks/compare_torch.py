@@ -8,7 +8,8 @@ load on a shared machine hits both alike. Asserts equal trainable parameter coun
 one JSON object: the median images/s of each side, their ratio (ours / torch; the number we
 steer by, target >= 1.2), the achieved GFLOP/s of each (analytic step FLOPs, see
 ``gan_step_throughput.py``) and their share of the CPU's FP32 peak (``--peak-gflops``, default
-156.5 = 2 cores x 2.445 GHz x 32 FLOP/cycle, AVX-512 FMA), and the 1-minute load average
+156.5 = 2 cores x 2.445 GHz x 32 FLOP/cycle: two 256-bit FMA pipes, AVX2;
+``cpu_peak.py`` measures the practical ceiling), and the 1-minute load average
 after each pair of runs (the machine may be shared).
 """
 from __future__ import annotations
