@@ -188,3 +188,15 @@ def test_tiny_cpggan_changes_batch_per_phase_and_resumes_mid_fade_exactly(tiny_s
     assert expected.keys() == got.keys() and len(expected) > 40
     for name, value in expected.items():
         np.testing.assert_allclose(got[name], value, rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_han2019_preset_holds_karras_batches_and_length_in_images():
+    from mammogan_tf.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "experiments" / "han2019_cpggan.yaml")
+    assert config.model.batch_sizes == {4: 16, 8: 16, 16: 16, 32: 16, 64: 16, 128: 16, 256: 12}
+    assert config.train.images == 13 * 800_000 and config.train.steps is None
+    batches = CPGGANFamily(config.model, config.train).batch_schedule()
+    # 11 phases at 16 (4 px, then the fade-in and stabilisation of 8 to 128 px), the two of 256 px at 12
+    assert [(s.start_step, s.batch_size) for s in batches.segments] == [(0, 16), (550_000, 12)]
+    assert DataPlan(batches, 1000, 2).total_steps(None, None, config.train.images) == 550_000 + 2 * 66_667
