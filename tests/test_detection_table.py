@@ -15,7 +15,8 @@ from mammogan_tf.studies.grid import load_grid
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_GAN = ("[model.image_size=32, model.start_resolution=8, model.latent_dim=8, model.base_filters=4, "
-            "model.max_filters=8, model.images_per_phase=100000, train.steps=2, train.batch_size=4, "
+            "model.max_filters=8, model.images_per_phase=100000, model.batch_sizes=null, train.images=null, "
+            "train.steps=2, train.batch_size=4, "
             "train.checkpoint_every=2, train.sample_every=100, train.log_every=1, train.metric.name=none, "
             "train.ema.enabled=false, train.strategy=default]")
 

@@ -153,7 +153,7 @@ def test_family_losses_and_sampling(nets):
     family = CPGGANFamily(CONFIG, SimpleNamespace(batch_size=4))
     networks = family.build_networks()
     schedule = family.schedules()["progress"]
-    assert schedule["end"] == 5.0 and schedule["end_step"] == 5 * 16
+    assert schedule["end"] == 5.0 and schedule["end_step"] == 5 * 64 and schedule["unit"] == "images"
     # 16 steps per phase: 4 px, fade 8, 8, fade 16, 16
     assert [family.stage(s) for s in (0, 15, 16, 17, 40, 48, 49, 80, 99)] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert family.top == 2  # outside the loop: every resolution

@@ -15,6 +15,7 @@ import yaml
 from mammogan_tf.config import validate_config
 from mammogan_tf.errors import ConfigError, TrainingError
 from mammogan_tf.training import schedules
+from mammogan_tf.training.batches import BatchSchedule, DataPlan
 from mammogan_tf.training.config import OptimizerConfig
 
 from conftest import BATCH, tiny_experiment
@@ -47,7 +48,9 @@ def test_step_decay_learning_rate_per_epoch():
         [1e-3, 1e-3, 0.99e-3, 0.99e-3, 0.99 ** 2 * 1e-3])
     assert schedules.learning_rate(OptimizerConfig(learning_rate=3e-4), 500) == 3e-4
     assert schedules.steps_per_epoch(2215, 64) == 34 and schedules.steps_per_epoch(10, 64) == 1
-    assert schedules.total_steps(None, 1000, 34) == 34000 and schedules.total_steps(7, None, 34) == 7
+    plan = DataPlan(BatchSchedule.fixed(64), 2215, 1)
+    assert plan.total_steps(None, 1000) == 34000 and plan.total_steps(7, None) == 7
+    assert plan.position(34 * 5 + 3) == (5, 3, 34) and plan.total_steps(None, None, 640) == 10
 
 
 def test_real_label_drawn_once_per_epoch_in_range():
@@ -59,7 +62,7 @@ def test_real_label_drawn_once_per_epoch_in_range():
 
 
 def test_train_config_errors_name_the_field():
-    with pytest.raises(ConfigError, match="train: Value error, give either steps or epochs"):
+    with pytest.raises(ConfigError, match="train: Value error, give one of steps, epochs and images"):
         validate_config({"train": {"steps": 3, "epochs": 2}})
     with pytest.raises(ConfigError, match="label smoothing has no meaning for the hinge loss"):
         validate_config({"train": {"loss": "hinge", "real_label": 0.9}})
@@ -84,7 +87,7 @@ def test_experiment_presets_validate(name):
     assert config.train.data.manifest
     if config.model.family == "classifier":
         return  # its length is in samples (tests/test_classifiers.py)
-    assert (config.train.steps is None) != (config.train.epochs is None)
+    assert sum(v is not None for v in (config.train.steps, config.train.epochs, config.train.images)) == 1
     if config.model.family == "acgan":
         assert config.model.num_classes == len(config.train.data.lesion_types)
 

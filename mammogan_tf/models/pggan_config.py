@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from mammogan_tf.sections import Section
 
@@ -24,6 +24,28 @@ class CPGGANModelConfig(Section):
     gp_weight: float = Field(10.0, ge=0, description="WGAN-GP lambda")
     drift_weight: float = Field(0.001, ge=0, description="epsilon_drift * D(real)^2")
     images_per_phase: int = Field(800_000, ge=1, description="images per fade-in and per stabilisation")
+    batch_sizes: Optional[dict[int, int]] = Field(
+        None, description="global batch per resolution, e.g. {4: 16, ..., 128: 16, 256: 12}, used while that "
+                          "resolution is faded in and stabilised (Karras et al.); every resolution from "
+                          "start_resolution to image_size; null: train.batch_size throughout")
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _every_resolution(cls, value, info):
+        if value is None or "image_size" not in info.data or "start_resolution" not in info.data:
+            return value
+        size, start = info.data["image_size"], info.data["start_resolution"]
+        wanted = [start * 2 ** k for k in range(int(math.log2(max(size // start, 1))) + 1)]
+        missing = [r for r in wanted if r not in value]
+        if missing:
+            raise ValueError(f"no batch size for resolution {missing[0]} (give one for each of {wanted})")
+        unknown = sorted(set(value) - set(wanted))
+        if unknown:
+            raise ValueError(f"{unknown[0]} is not a resolution of this network ({wanted})")
+        small = [r for r in wanted if value[r] < 1]
+        if small:
+            raise ValueError(f"batch size {value[small[0]]} at resolution {small[0]}: must be >= 1")
+        return value
 
     @model_validator(mode="after")
     def _power_of_two(self):

@@ -173,14 +173,18 @@ class AdaptiveAugmentController(tf.Module):
         self.sign_sum.assign_add(tf.reduce_sum(tf.sign(logits)))
         self.count.assign_add(tf.cast(tf.size(logits), tf.float32))
 
-    def update(self) -> tf.Tensor:
-        """Count one step; every ``adjust_every`` steps move p. Returns the current p."""
+    def update(self, batch_size: int | None = None) -> tf.Tensor:
+        """Count one step; every ``adjust_every`` steps move p. Returns the current p.
+        ``batch_size``: global images of this step when the batch changes during a run
+        (default: the constructor's)."""
         self.steps.assign_add(1)
-        return tf.cond(self.steps >= self.adjust_every, self._adjust, lambda: tf.identity(self.augment.p))
+        images = self.batch_size if batch_size is None else batch_size
+        return tf.cond(self.steps >= self.adjust_every, lambda: self._adjust(images),
+                       lambda: tf.identity(self.augment.p))
 
-    def _adjust(self):
+    def _adjust(self, batch_size: int):
         rt = tf.math.divide_no_nan(self.sign_sum.read_value(), self.count.read_value())
-        delta = tf.sign(rt - self.target) * (self.batch_size * self.adjust_every / self.speed_images)
+        delta = tf.sign(rt - self.target) * (batch_size * self.adjust_every / self.speed_images)
         self.rt.assign(rt)
         self.augment.p.assign(tf.clip_by_value(self.augment.p + delta, 0.0, 1.0))
         self.sign_sum.assign(0.0)

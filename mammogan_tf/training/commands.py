@@ -95,8 +95,8 @@ def _train(args) -> int:
     config = load_experiment(args.experiment, args.overrides)
     if config.model.family in DOWNSTREAM:
         return DOWNSTREAM[config.model.family](args)
-    if config.train.steps is None and config.train.epochs is None:
-        raise ConfigError(f"{args.experiment}: train.steps or train.epochs must be given")
+    if config.train.steps is None and config.train.epochs is None and config.train.images is None:
+        raise ConfigError(f"{args.experiment}: train.steps, train.epochs or train.images must be given")
     progress = not args.quiet
     manifest = ensure_training_data(config, progress)
     config.train.data.manifest = str(manifest)

@@ -38,10 +38,13 @@ class ScheduleConfig(Section):
 
 
 class ValueSchedule(Section):
-    """A named scalar schedule by training step (``train.schedules``; see
+    """A named scalar schedule by training step or by images seen (``train.schedules``; see
     ``schedules.scheduled_value``): a fade-in alpha, a synthetic share, a penalty weight."""
 
     kind: Literal["constant", "linear", "step", "exponential"] = "constant"
+    unit: Literal["steps", "images"] = Field(
+        "steps", description="what start_step, end_step and every_steps count: training steps, or images "
+                             "seen (the sum of the steps' batch sizes, training.batches)")
     start: float = 0.0
     end: float = 1.0
     start_step: int = Field(0, ge=0)
@@ -114,7 +117,10 @@ class TrainConfig(Section):
     steps: Optional[int] = Field(None, ge=1, description="training steps (one step = d_steps D updates "
                                                          "+ g_steps G updates); or give epochs")
     epochs: Optional[int] = Field(None, ge=1)
-    batch_size: int = Field(64, ge=1, description="global batch (over all replicas)")
+    images: Optional[int] = Field(None, ge=1, description="or the length in images seen (Karras et al.'s kimg "
+                                                          "x 1000; the steps follow from the batch sizes)")
+    batch_size: int = Field(64, ge=1, description="global batch (over all replicas); a family with "
+                                                  "per-phase batch sizes (model.batch_sizes) reads those instead")
     loss: LossKind = "minimax"
     class_loss_weight: float = Field(1.0, ge=0, description="conditional GAN: weight of the class loss")
     generator_optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
@@ -153,8 +159,8 @@ class TrainConfig(Section):
 
     @model_validator(mode="after")
     def _steps_or_epochs(self):
-        if self.steps is not None and self.epochs is not None:
-            raise ValueError("give either steps or epochs, not both")
+        if sum(value is not None for value in (self.steps, self.epochs, self.images)) > 1:
+            raise ValueError("give one of steps, epochs and images, not several (set the others to null)")
         if self.real_label != 1.0 and self.loss in ("wasserstein", "hinge"):
             raise ValueError(f"real_label: label smoothing has no meaning for the {self.loss} loss; set 1.0")
         return self

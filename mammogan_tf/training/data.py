@@ -53,11 +53,11 @@ class TrainingData:
     """Real patches of one split of a ``prepare`` (or ``synthesize``) manifest, as named streams.
 
     ``streams``: ``{name: Stream}``, the first primary (an epoch is one pass over it).
-    ``batch_size``: the global batch of every stream. Attributes: ``classes`` (the manifest's),
-    ``class_names`` and ``class_counts`` (of the primary stream), ``patch_size``,
-    ``num_examples`` (primary), ``counts`` per stream, ``builds`` (pipelines built so far),
-    ``whole`` (records carry all boxes of an image) and ``boxes`` (every box of the primary
-    stream, ``(N, 4)`` pixels; None unless ``whole``).
+    ``batch_size``: the global batch of every stream (``dataset`` may be given another).
+    Attributes: ``classes`` (the manifest's), ``class_names`` and ``class_counts`` (of the
+    primary stream), ``patch_size``, ``num_examples`` (primary), ``counts`` per stream,
+    ``builds`` (pipelines built so far), ``whole`` (records carry all boxes of an image) and
+    ``boxes`` (every box of the primary stream, ``(N, 4)`` pixels; None unless ``whole``).
     """
 
     def __init__(self, manifest: str | os.PathLike, split: str, streams: dict[str, Stream],
@@ -159,17 +159,19 @@ class TrainingData:
         return tf.data.Dataset.zip(parts)
 
     def dataset(self, start_epoch: int, skip_batches: int, batches_per_epoch: int,
-                input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+                input_context: tf.distribute.InputContext | None = None,
+                batch_size: int | None = None) -> tf.data.Dataset:
         """Endless dict batches from epoch ``start_epoch`` on, after skipping ``skip_batches`` of it.
 
         ``batches_per_epoch``: batches one pipeline yields per epoch (its replicas' share of the
         steps of an epoch); every stream cycles within an epoch when it has fewer records.
+        ``batch_size``: the global batch (default: the constructor's).
         """
         self.builds += 1
         _avoid_zero_global_seed()
-        batch = self.batch_size
+        batch = batch_size or self.batch_size
         if input_context is not None:
-            batch = input_context.get_per_replica_batch_size(self.batch_size)
+            batch = input_context.get_per_replica_batch_size(batch)
         records = []
         for name, stream in self.streams.items():
             data = self.records(stream, input_context)
@@ -200,10 +202,12 @@ class RandomBatches:
                        "mask": np.zeros((batch_size, image_size, image_size, 1), np.float32)}
         self.builds = 0
 
-    def dataset(self, start_epoch, skip_batches, batches_per_epoch, input_context=None) -> tf.data.Dataset:
+    def dataset(self, start_epoch, skip_batches, batches_per_epoch, input_context=None,
+                batch_size=None) -> tf.data.Dataset:
         self.builds += 1
-        batch = self.batch_size
+        batch = batch_size or self.batch_size
         if input_context is not None:
-            batch = input_context.get_per_replica_batch_size(self.batch_size)
-        one = {name: {k: v[:batch] for k, v in self._batch.items()} for name in self.streams}
+            batch = input_context.get_per_replica_batch_size(batch)
+        one = {name: {k: np.resize(v, (batch,) + v.shape[1:]) for k, v in self._batch.items()}
+               for name in self.streams}
         return tf.data.Dataset.from_tensors(one).repeat()

@@ -9,7 +9,8 @@ Reading order:
   ``strategy.run``. It knows nothing about architectures or losses: a phase's loss callable
   returns weighted per-example terms and the loop averages them over the global batch.
 - ``training.run.train(config, run_dir)``: the loop around the step: one long-lived input
-  pipeline, host-side schedules, logs, sample grids, the metric and ``best/``, checkpoints,
+  pipeline per batch size (``training.batches``: one for the run unless a family changes the
+  batch between phases), host-side schedules, logs, sample grids, the metric and ``best/``, checkpoints,
   resume, interruption (``training.interrupt``), the run manifest.
 
 Determinism: every random draw of a step is stateless, seeded by ``(train.seed, step)``; the data
@@ -17,6 +18,8 @@ of epoch ``e`` is shuffled with a seed made of ``(train.seed, e)`` and a resumed
 batches already used in its epoch, so a run resumed from step N follows the same path as one that
 never stopped. Under a strategy with R replicas the global batch B is split in R; draws made for
 the whole global batch are sliced per replica (``StepContext.local``), so they do not depend on R.
+The batch size, the images seen and the epoch of a step are pure functions of the step too
+(``training.batches``), so resume is exact across batch size changes.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from mammogan_tf.errors import ConfigError
 from mammogan_tf.models.weights import NamedState, optimizer_paths, variable_paths
 from mammogan_tf.training import schedules
 from mammogan_tf.training.augment import AdaptiveAugmentController, DiscriminatorAugment
+from mammogan_tf.training.batches import DataPlan
 from mammogan_tf.training.config import TrainConfig, ValueSchedule
 from mammogan_tf.training.families.base import StepContext
 from mammogan_tf.training.optimizers import Adam
@@ -62,10 +66,13 @@ class Trainer:
         self.family, self.config = family, config
         self.strategy = strategy or make_strategy(config.strategy)
         self.replicas = self.strategy.num_replicas_in_sync
-        if config.batch_size % self.replicas:
-            raise ConfigError(f"train.batch_size {config.batch_size} must be a multiple of the "
-                              f"{self.replicas} replicas of strategy {config.strategy}")
-        self.batch_size = config.batch_size
+        self.batches = family.batch_schedule()
+        for segment in self.batches.segments:
+            if segment.batch_size % self.replicas:
+                raise ConfigError(f"{segment.field} {segment.batch_size} must be a multiple of the "
+                                  f"{self.replicas} replicas of strategy {config.strategy}")
+            family.check_batch(segment.batch_size // self.replicas, segment.field)
+        self.batch_size = self.batches.segments[0].batch_size
         self.phases = family.phases()
         self.batches_per_step = sum(p.repeats for p in self.phases if p.uses_data)
         self.schedule_configs = self._schedule_configs()
@@ -177,7 +184,9 @@ class Trainer:
         """Set every schedule variable and learning rate for ``step`` (in ``epoch``) from the host;
         returns the values (logged)."""
         values = {"real_label": schedules.real_label(self.config.real_label, self.config.seed, epoch)}
-        values.update({name: schedules.scheduled_value(cfg, step) for name, cfg in self.schedule_configs.items()})
+        images = self.batches.images(step)
+        values.update({name: schedules.scheduled_value(cfg, step, images)
+                       for name, cfg in self.schedule_configs.items()})
         for name, value in values.items():
             variable = self.schedule_vars[name]
             if float(variable.numpy()) != np.float32(value):
@@ -202,11 +211,11 @@ class Trainer:
         per_example = tf.reshape(tf.cast(per_example, tf.float32), [-1])
         return tf.reduce_sum(per_example) / tf.cast(tf.size(per_example) * self.replicas, tf.float32)
 
-    def _gradients(self, index: int, batch, seed):
+    def _gradients(self, index: int, batch_size: int, batch, seed):
         phase = self.phases[index]
         network = self.networks[phase.network]
         optimizer = self.optimizers[phase.network]
-        context = StepContext(seed=seed, schedules=self.schedule_vars, global_batch_size=self.batch_size,
+        context = StepContext(seed=seed, schedules=self.schedule_vars, global_batch_size=batch_size,
                               augment=self._augment)
         with tf.GradientTape() as tape:
             terms, stats = phase.loss(self.networks, batch, context)
@@ -219,12 +228,13 @@ class Trainer:
         out.update({f"{phase.name}_{name}": self._average(value) for name, value in stats.items()})
         return grads, out, stats.get("real_sign")
 
-    def _update(self, index: int, batch, seed):
+    def _update(self, index: int, batch_size: int, batch, seed):
         phase = self.phases[index]
         variables = self.networks[phase.network].trainable_variables
-        compute = functools.partial(self._gradients, index)
+        compute = functools.partial(self._gradients, index, batch_size)
         if self.config.jit_compile:
-            compute = self._jit.setdefault(index, tf.function(compute, jit_compile=True, autograph=False))
+            compute = self._jit.setdefault((index, batch_size),
+                                           tf.function(compute, jit_compile=True, autograph=False))
         grads, out, real_sign = compute(batch, seed)
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
         self.optimizers[phase.network].apply_gradients(pairs)
@@ -244,8 +254,9 @@ class Trainer:
             else:
                 target.assign(source)
 
-    def _train_step(self, stage, active, iterator, step):
-        """One step (cross-replica): every phase in order; returns global means of its stats."""
+    def _train_step(self, stage, active, batch_size, iterator, step):
+        """One step (cross-replica) on global batches of ``batch_size``: every phase in order;
+        returns global means of its stats."""
         self.family.current_stage = stage
         totals: dict = {}
         for index, phase in enumerate(self.phases):
@@ -255,15 +266,17 @@ class Trainer:
                     continue
                 seed = self._seed(step, index * 64 + repeat)
                 if batch is None:
-                    result = self.strategy.run(lambda s, i=index: self._update(i, None, s), args=(seed,))
+                    result = self.strategy.run(lambda s, i=index: self._update(i, batch_size, None, s),
+                                               args=(seed,))
                 else:
-                    result = self.strategy.run(functools.partial(self._update, index), args=(batch, seed))
+                    result = self.strategy.run(functools.partial(self._update, index, batch_size),
+                                               args=(batch, seed))
                 for key, value in self._reduce(result).items():
                     totals[key] = totals.get(key, 0.0) + value / phase.repeats
                 if phase.network == self.family.sampler and self.ema_network is not None:
                     self._update_ema(step)
         if self.ada is not None:
-            self.ada.update()
+            self.ada.update(batch_size * self.batches_per_step)
         losses = [value for key, value in totals.items() if key.endswith("_loss")]
         finite = tf.reduce_all(tf.math.is_finite(tf.stack(losses)))
         self.nonfinite_step.assign(tf.where(finite | (self.nonfinite_step > 0), self.nonfinite_step, step + 1))
@@ -272,24 +285,31 @@ class Trainer:
 
     def train_step(self, iterator, step: int) -> dict:
         """Run step ``step`` (0-based) on batches from the distributed ``iterator``; returns the
-        phases' stats (``d_loss``, ``g_loss``, ... scalar tensors, global means)."""
+        phases' stats (``d_loss``, ``g_loss``, ... scalar tensors, global means). The iterator
+        must be ``iterator``'s for the batch segment of ``step``."""
         stage = self.family.stage(step)
         active = tuple(step % phase.every == 0 for phase in self.phases)
-        key = (stage, active)
+        key = (stage, active, self.batches.batch_size(step))
         if key not in self._steps:
             # No autograph: the step has no tensor-dependent Python control flow.
-            self._steps[key] = tf.function(functools.partial(self._train_step, stage, active), autograph=False)
+            self._steps[key] = tf.function(functools.partial(self._train_step, *key), autograph=False)
         return self._steps[key](iterator, tf.constant(step, tf.int64))
 
-    def iterator(self, data, start_step: int, steps_per_epoch: int):
-        """The run's one distributed iterator, positioned at ``start_step``."""
-        epoch, offset = divmod(start_step, steps_per_epoch)
-        per_step = self.batches_per_step
+    def data_plan(self, num_examples: int, steps_per_epoch: int | None = None) -> DataPlan:
+        """Epoch and data position of every step over ``num_examples`` (``training.batches``);
+        ``steps_per_epoch`` overrides the length of an epoch (benchmarks: one endless epoch)."""
+        return DataPlan(self.batches, num_examples, self.batches_per_step, steps_per_epoch)
+
+    def iterator(self, data, start_step: int, steps_per_epoch: int | None = None):
+        """The distributed iterator of the batch segment that holds ``start_step`` (the whole run
+        when the batch size is fixed), positioned at ``start_step``."""
+        epoch, offset, per_epoch = self.data_plan(data.num_examples, steps_per_epoch).position(start_step)
+        batch_size, per_step = self.batches.batch_size(start_step), self.batches_per_step
 
         def dataset_fn(context: tf.distribute.InputContext):
             per_pipeline = context.num_replicas_in_sync // context.num_input_pipelines
-            return data.dataset(epoch, offset * per_step * per_pipeline, steps_per_epoch * per_step * per_pipeline,
-                                context)
+            return data.dataset(epoch, offset * per_step * per_pipeline, per_epoch * per_step * per_pipeline,
+                                context, batch_size=batch_size)
 
         return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
 

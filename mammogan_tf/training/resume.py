@@ -2,7 +2,7 @@
 
 A resumed run is exact only when the model, the data, the batch, the cadence, the losses, the
 optimizers, the schedules, the augmentation and the seed are the ones the run started with.
-Length (``steps``/``epochs``), logging and checkpoint cadence, the metric and caching may change.
+Length (``steps``/``epochs``/``images``), logging and checkpoint cadence, the metric and caching may change.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from mammogan_tf.errors import ConfigError
 
 FREE_FIELDS = {
-    "train.steps", "train.epochs", "train.checkpoint_every", "train.keep", "train.log_every",
+    "train.steps", "train.epochs", "train.images", "train.checkpoint_every", "train.keep", "train.log_every",
     "train.sample_every", "train.grid_size", "train.metric", "train.data.cache",
     "train.data.prepare_phantom_if_missing", "train.data.phantom_images",
 }

@@ -13,7 +13,6 @@ from tqdm.auto import tqdm
 from mammogan_tf.config import ExperimentConfig, dump_config
 from mammogan_tf.errors import ConfigError, TrainingError
 from mammogan_tf.manifest import MANIFEST_NAME, build_manifest, input_record, write_json_atomic
-from mammogan_tf.training import schedules
 from mammogan_tf.training.checkpoints import RunCheckpoints, read_best
 from mammogan_tf.training.data import TrainingData
 from mammogan_tf.training.families import make_family
@@ -74,8 +73,8 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike, *, resume: bool 
     if checkpoints.latest is not None and not resume:
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or --out to start another")
     start = (checkpoints.restore_latest() if resume else None) or 0
-    per_epoch = schedules.steps_per_epoch(data.num_examples, tcfg.batch_size, trainer.batches_per_step)
-    total = schedules.total_steps(tcfg.steps, tcfg.epochs, per_epoch)
+    plan = trainer.data_plan(data.num_examples)
+    total = plan.total_steps(tcfg.steps, tcfg.epochs, tcfg.images)
     if chief:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / MANIFEST_NAME).unlink(missing_ok=True)  # the run is in progress again
@@ -110,11 +109,14 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike, *, resume: bool 
                dynamic_ncols=True)
     step, last_log, last_time = start, start, time.perf_counter()
     stats: dict = {}
-    iterator = trainer.iterator(data, start, per_epoch) if start < total else None
+    iterator, segment = None, None
     try:
         with StopSignals() as stop:
             while step < total:
-                epoch = step // per_epoch
+                if trainer.batches.index(step) != segment:  # a new batch size: its own pipeline
+                    segment = trainer.batches.index(step)
+                    iterator = trainer.iterator(data, step)
+                epoch = plan.epoch(step)
                 scheduled = trainer.set_schedules(step, epoch)
                 stats = trainer.train_step(iterator, step)
                 step += 1
@@ -123,9 +125,12 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike, *, resume: bool 
                     values = {k: float(v) for k, v in stats.items()}
                     _check_finite(trainer, checkpoints, values)
                     now = time.perf_counter()
-                    images = (step - last_log) * tcfg.batch_size * trainer.batches_per_step / max(now - last_time, 1e-9)
+                    seen = trainer.batches.images(step)
+                    images = ((seen - trainer.batches.images(last_log)) * trainer.batches_per_step
+                              / max(now - last_time, 1e-9))
                     last_log, last_time = step, now
-                    extra = {"epoch": epoch, "images_per_second": images, **scheduled}
+                    extra = {"epoch": epoch, "images_per_second": images, "images_seen": seen,
+                             "batch_size": trainer.batches.batch_size(step - 1), **scheduled}
                     if trainer.augment is not None:
                         extra["augment_p"] = float(trainer.augment.p.numpy())
                     log.scalars(step, {**values, **extra})
@@ -148,7 +153,7 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike, *, resume: bool 
     finally:
         bar.close()
         log.close()
-    summary = {"run_dir": str(run_dir), "steps": total, "steps_per_epoch": per_epoch,
+    summary = {"run_dir": str(run_dir), "steps": total, "steps_per_epoch": plan.position(max(total - 1, 0))[2],
                "examples": data.num_examples, "last_checkpoint": checkpoints.latest, "best": best,
                "final": {k: float(v) for k, v in stats.items()}}
     if chief:

@@ -17,15 +17,6 @@ def steps_per_epoch(num_examples: int, batch_size: int, d_steps: int = 1) -> int
     return max(1, num_examples // (batch_size * d_steps))
 
 
-def total_steps(steps: int | None, epochs: int | None, per_epoch: int) -> int:
-    """Length of a run: ``steps`` if given, else ``epochs * per_epoch``."""
-    if steps is not None:
-        return int(steps)
-    if epochs is None:
-        raise ValueError("train.steps or train.epochs must be given")
-    return int(epochs) * per_epoch
-
-
 def learning_rate(config: OptimizerConfig, epoch: int) -> float:
     """Learning rate during ``epoch`` (0-based).
 
@@ -46,8 +37,9 @@ def real_label(value: float | tuple[float, float], seed: int, epoch: int) -> flo
     return float(np.random.default_rng([seed, epoch, 0x5A]).uniform(low, high))
 
 
-def scheduled_value(config, step: int) -> float:
-    """Value of a ``train.schedules`` entry (``ValueSchedule``) at training step ``step``.
+def scheduled_value(config, step: int, images: int | None = None) -> float:
+    """Value of a ``train.schedules`` entry (``ValueSchedule``) at training step ``step``, or, when
+    its ``unit`` is ``images``, after ``images`` images seen (``step`` below then counts images).
 
     ``constant``: ``start``; ``linear``: ``start`` until ``start_step``, then linear to ``end`` at
     ``end_step``, then ``end`` (a fade-in alpha: 0 -> 1 over the fade); ``step``:
@@ -56,6 +48,10 @@ def scheduled_value(config, step: int) -> float:
     """
     if config.kind == "constant":
         return float(config.start)
+    if getattr(config, "unit", "steps") == "images":
+        if images is None:
+            raise ValueError("an images schedule needs the images seen")
+        step = images
     if config.kind == "linear":
         if step <= config.start_step:
             return float(config.start)

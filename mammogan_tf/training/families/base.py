@@ -24,6 +24,9 @@ model-specific sits behind ``Family``:
   ``ScheduleConfig`` (overridable in ``train.schedules``), e.g. a fade-in alpha.
 - ``fixed_inputs(networks, count, seed, data)`` and ``generate(sampler, inputs)``: what the sample
   grid and the in-training metric feed the sampler, and how images come out.
+- ``batch_schedule()``: the global batch of every step (``training.batches.BatchSchedule``;
+  default: ``train.batch_size`` throughout); a progressive family gives one per phase, in
+  images, and ``check_batch`` refuses a per-replica batch its networks cannot take.
 - ``stage(step)``: a hashable progressive stage (default 0). The loop traces one step function per
   stage and sets ``family.current_stage`` before tracing, so a network built at full size can
   route through the layers of its stage; every variable exists from the start, so optimizers,
@@ -38,6 +41,8 @@ from typing import Callable, ClassVar, Mapping
 
 import numpy as np
 import tensorflow as tf
+
+from mammogan_tf.training.batches import BatchSchedule
 
 Tensors = Mapping[str, tf.Tensor]
 LossFn = Callable[[Mapping[str, object], "Mapping[str, Tensors] | None", "StepContext"],
@@ -84,7 +89,7 @@ class StepContext:
     ``seed``: (2,) int64 stateless seed of this update, the same on every replica (use
     ``draw_seeds`` for global draws sliced with ``local``, ``replica_seed`` for per-replica ones);
     ``schedules``: name -> scalar float32 ``tf.Variable`` (``real_label``, ``lr_<network>``, the
-    family's own); ``global_batch_size``: the global batch of every stream; ``augment``:
+    family's own); ``global_batch_size``: the global batch of every stream at this step; ``augment``:
     ``(images, seed) -> images``, the discriminator augmentation (identity when off).
     """
 
@@ -133,6 +138,14 @@ class Family:
     def stage(self, step: int):
         """Progressive stage of training step ``step`` (hashable; default: one stage, 0)."""
         return 0
+
+    def batch_schedule(self) -> BatchSchedule:
+        """Global batch size of every step (default: ``train.batch_size`` for the whole run)."""
+        return BatchSchedule.fixed(self.train_config.batch_size)
+
+    def check_batch(self, per_replica: int, field: str) -> None:
+        """Raise ``ConfigError`` (naming ``field``) when the networks cannot take batches of
+        ``per_replica`` examples per replica (default: any size)."""
 
     # ------------------------------------------------------------------ data and networks
     def streams(self) -> dict[str, Stream]:

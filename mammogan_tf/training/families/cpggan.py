@@ -6,12 +6,15 @@ G minimises ``-D(fake)``. Both networks get the binary box mask of the batch's b
 (``"boxes"`` (b, N, 4) when the stream has it, else ``"box"`` (b, 4); -1 = none); the fakes
 are drawn inside the real batch's boxes, so G learns the training box distribution's conditions.
 
-Growth is the schedule ``progress`` (linear 0 -> 2K + 1 over the run by default, one unit per
-``images_per_phase`` images): [0, 1) trains the first resolution; then each resolution j + 1 is
-faded in over one unit and stabilised over the next (``level_from_progress``). Real images are
-blended exactly as G's output is (``progressive_blend``). ``stage(step)`` = ceil(level) lets the
-loop trace one step per grown resolution that skips the resolutions not grown yet; the sample
-grid (``generate``) shows the highest grown resolution at full weight.
+Growth is the schedule ``progress`` (by images seen: linear 0 -> 2K + 1, one unit per
+``images_per_phase`` images, then 2K + 1 to the end of the run): [0, 1) trains the first
+resolution; then each resolution j + 1 is faded in over one unit and stabilised over the next
+(``level_from_progress``). Real images are blended exactly as G's output is
+(``progressive_blend``). ``stage(step)`` = ceil(level) lets the loop trace one step per grown
+resolution that skips the resolutions not grown yet; the sample grid (``generate``) shows the
+highest grown resolution at full weight. With ``model.batch_sizes`` each phase has the batch of
+its resolution (``batch_schedule``); the steps of a phase follow from its images, so the fade-in
+alpha at a step does not depend on the batch.
 """
 from __future__ import annotations
 
@@ -23,8 +26,11 @@ import tensorflow as tf
 from mammogan_tf.data.boxes import sample_boxes
 from mammogan_tf.errors import ConfigError
 from mammogan_tf.models.pggan import CPGGANModelConfig, box_masks, cpggan_networks, progressive_blend
+from mammogan_tf.training.batches import BatchSchedule
+from mammogan_tf.training.config import ValueSchedule
 from mammogan_tf.training.families.base import Family, Phase
 from mammogan_tf.training.losses import discriminator_loss, generator_loss, gradient_penalty
+from mammogan_tf.training.schedules import scheduled_value
 
 
 def level_from_progress(progress, num_levels: int) -> tf.Tensor:
@@ -43,6 +49,7 @@ class CPGGANFamily(Family):
     def __init__(self, model_config, train_config):
         super().__init__(model_config, train_config)
         self.current_stage = None  # set by the loop before tracing; None = every resolution
+        self._batches = None
 
     def build_networks(self) -> dict[str, object]:
         return cpggan_networks(self.model_config)
@@ -55,25 +62,46 @@ class CPGGANFamily(Family):
                               f"and patches.output_size {self.model_config.image_size}")
 
     def schedules(self) -> dict[str, object]:
-        batch = int(getattr(self.train_config, "batch_size", 16) or 16)
+        """``progress``: linear 0 -> 2K + 1 over ``(2K + 1) * images_per_phase`` images seen."""
         units = 2 * self.model_config.num_levels + 1
-        steps = units * max(1, self.model_config.images_per_phase // batch)
-        return {"progress": {"kind": "linear", "start_step": 0, "end_step": steps,
+        return {"progress": {"kind": "linear", "unit": "images", "start_step": 0,
+                             "end_step": units * self.model_config.images_per_phase,
                              "start": 0.0, "end": float(units)}}
+
+    def batch_schedule(self) -> BatchSchedule:
+        """``model.batch_sizes`` per phase (phase ``u`` of ``images_per_phase`` images trains
+        resolution ``ceil(u / 2)``: a fade-in uses the batch of the resolution it brings in), or
+        ``train.batch_size`` throughout."""
+        sizes = self.model_config.batch_sizes
+        if self._batches is None:
+            custom = (getattr(self.train_config, "schedules", {}) or {}).get("progress")
+            if sizes is None:
+                self._batches = super().batch_schedule()
+            elif custom is not None and custom.unit != "images":
+                raise ConfigError("train.schedules.progress: give unit: images with model.batch_sizes (each phase "
+                                  "is a number of images, and its batch is set by the images seen)")
+            else:
+                config = self.model_config
+                units = range(2 * config.num_levels + 1)
+                resolutions = [config.start_resolution * 2 ** ((u + 1) // 2) for u in units]
+                self._batches = BatchSchedule.from_images(
+                    [(config.images_per_phase, sizes[r], f"model.batch_sizes[{r}]") for r in resolutions])
+        return self._batches
+
+    def check_batch(self, per_replica: int, field: str) -> None:
+        group = min(self.model_config.mbstd_group, per_replica)
+        if per_replica % group:
+            raise ConfigError(f"{field}: {per_replica} examples per replica is not a multiple of "
+                              f"model.mbstd_group {self.model_config.mbstd_group} (the minibatch stddev groups)")
 
     def stage(self, step: int) -> int:
         """The highest resolution index in use at ``step``: ``ceil(level)`` of the ``progress``
-        schedule (``train.schedules.progress`` or the default); K for a non-linear schedule."""
-        schedule = dict(self.schedules()["progress"])
+        schedule (``train.schedules.progress`` or the default) at ``step``; K for a non-linear one."""
         custom = getattr(self.train_config, "schedules", {}) or {}
-        if "progress" in custom:
-            given = custom["progress"]
-            schedule.update(given.model_dump() if hasattr(given, "model_dump") else dict(given))
-        if schedule.get("kind") != "linear":
+        schedule = custom.get("progress") or ValueSchedule.model_validate(self.schedules()["progress"])
+        if schedule.kind != "linear":
             return self.model_config.num_levels
-        span = max(schedule["end_step"] - schedule["start_step"], 1)
-        fraction = min(max((step - schedule["start_step"]) / span, 0.0), 1.0)
-        progress = schedule["start"] + fraction * (schedule["end"] - schedule["start"])
+        progress = scheduled_value(schedule, step, self.batch_schedule().images(step))
         level = float(level_from_progress(progress, self.model_config.num_levels))
         return min(int(np.ceil(level - 1e-6)), self.model_config.num_levels)
 
