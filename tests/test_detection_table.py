@@ -138,7 +138,10 @@ def test_contextual_regime_reinserts_into_training_mammograms_only(phantom, tmp_
 
     records = list(make_dataset(cell / "whole", "train", batch_size=None, shuffle=False, as_dict=True))
     assert len(records) == row["train_synthetic"] and all(int(r["synthetic"]) == 1 for r in records)
-    # a patch set split otherwise is refused
+    # a re-run reuses every contextual piece; a patch set split otherwise is refused
+    stamps = {p: p.stat().st_mtime_ns for p in cell.glob("*/manifest.json")}
+    assert len(stamps) == 4 and main(["table", str(path), "--quiet", *sum((["--set", o] for o in overrides), [])]) == 0
+    assert stamps == {p: p.stat().st_mtime_ns for p in cell.glob("*/manifest.json")}
     doctored = dict(patches, patients={**patches["patients"], next(iter(train)): "test"})
     (root / "contextual" / "data" / "manifest.json").write_text(json.dumps(doctored))
     assert main(["table", str(path), "--quiet", *sum((["--set", o] for o in overrides), [])]) == 2
