@@ -3,9 +3,13 @@ real only or real + synthetic whole images, and the table's detection rows and F
 
 A cell is a detector experiment (``training.detection_config``): the grid's ``detector`` dict, the
 regime's ``set`` overrides, ``data.manifest`` = the cell's whole-image data and, for a regime
-with ``synthetic: true``, the cell's synthetic sets (from the box-conditioned GAN trained on the
-cell's training patients) appended to ``data.synthetic`` (a regime may list more there, e.g. a
-prepared ``synthesize --reinsert`` output). ``run_detection_experiment`` writes the cell.
+with ``synthetic: true``, the cell's synthetic sets of the regime's ``source`` appended to
+``data.synthetic``: ``gan`` (default), whole images from the box-conditioned GAN trained on the
+cell's training patients; ``contextual``, the cell's training mammograms with contextual-GAN
+lesions reinserted (``studies.contextual_source``). A regime may list more there (e.g. a prepared
+``synthesize --reinsert`` output). Before training, ``leakage.check_leakage`` refuses a cell whose
+synthetic sets have a validation or test patient behind them. ``run_detection_experiment``
+writes the cell.
 
 Rows, one per regime (mean and sd over folds; one fold = the prepare split): at IoU 0.5 and 0.25,
 sensitivity and FPs per image at the detection threshold ``train.score_threshold`` (Han: 0.1 %),
@@ -52,6 +56,9 @@ def run_cell(grid, regime, data_dir: Path, synthetic: list[str], cell_dir: Path)
     if (cell_dir / MANIFEST_NAME).is_file():
         _same(read_manifest(cell_dir)["config"], config.model_dump(mode="json"), cell_dir)
         return
+    from mammogan_tf.studies.leakage import check_leakage, heldout_patients
+
+    check_leakage(heldout_patients(data_dir), config.data.synthetic, stage="detector validation/test")
     run_detection_experiment(config, cell_dir)
 
 

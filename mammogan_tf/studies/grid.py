@@ -11,7 +11,9 @@ trains one GAN per synthetic class on that data's train split and synthesizes fr
 when a regime uses synthetic data), then trains each regime's classifier. A contextual GAN
 (Wu et al.) paints its lesions onto the normal patches of the cell's train split (mode ``add``;
 ``remove``: takes lesions off its lesion patches), so the seeding patients are training patients
-too and the synthesize manifest names them for the leakage guard. Everything lands
+too and the synthesize manifest names them for the leakage guard. A detection regime with
+``source: contextual`` trains on the cell's training mammograms with contextual-GAN lesions
+reinserted instead (``studies.contextual_source``, under ``contextual/``). Everything lands
 under ``<output_dir>/<name>/`` and a finished piece (``manifest.json`` / ``metrics.json``) is
 reused on a re-run; an interrupted classifier resumes from its checkpoint::
 
@@ -33,6 +35,7 @@ from mammogan_tf.errors import ConfigError
 from mammogan_tf.manifest import MANIFEST_NAME, read_manifest
 from mammogan_tf.sections import Section
 from mammogan_tf.studies import protocols
+from mammogan_tf.studies.contextual_source import ContextualSourceConfig
 from mammogan_tf.studies.subsets import read_records, write_subset
 
 
@@ -79,6 +82,9 @@ class RegimeConfig(Section):
     compare_to: Optional[str] = Field(None, description="regime its DeLong p is computed against "
                                       "(default: the baseline row)")
     synthetic: bool = False
+    source: Literal["gan", "contextual"] = Field(
+        "gan", description="synthetic data of the row: the grid's gan: section, or (kind detection) its "
+        "contextual: section, contextual GAN lesions reinserted into the training patients' mammograms")
     set: dict[str, Any] = Field(default_factory=dict, description="dotted key -> value on the classifier config")
 
 
@@ -91,6 +97,8 @@ class GridConfig(Section):
     data: GridDataConfig
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
     gan: GanConfig = Field(default_factory=GanConfig)
+    contextual: ContextualSourceConfig = Field(default_factory=ContextualSourceConfig,
+                                               description="kind detection: regimes with source: contextual")
     classifier: dict = Field(default_factory=dict, description="base classifier experiment (model:, train:)")
     detector: dict = Field(default_factory=dict, description="kind detection: base detector experiment "
                            "(model:, train:, data:)")
@@ -108,8 +116,14 @@ class GridConfig(Section):
         unknown = sorted({r.compare_to for r in self.regimes if r.compare_to} - set(names))
         if unknown:
             raise ValueError(f"regimes: compare_to names unknown regimes {unknown}")
-        if any(r.synthetic for r in self.regimes) and not self.gan.experiment:
+        if self.uses("gan") and not self.gan.experiment:
             raise ValueError("a regime uses synthetic data: name the GAN experiment in gan.experiment")
+        plain = [r.name for r in self.regimes if r.source == "contextual" and not r.synthetic]
+        if plain:
+            raise ValueError(f"regimes {plain}: source: contextual needs synthetic: true")
+        if self.uses("contextual") and (self.kind != "detection" or not self.contextual.experiment):
+            raise ValueError("regimes with source: contextual need kind: detection and the contextual GAN "
+                             "experiment YAML in contextual.experiment")
         if isinstance(self.gan.experiment, dict) and set(self.gan.classes) - set(self.gan.experiment):
             raise ValueError(f"gan.experiment: no experiment for classes "
                              f"{sorted(set(self.gan.classes) - set(self.gan.experiment))}")
@@ -118,6 +132,10 @@ class GridConfig(Section):
         if self.kind == "detection" and isinstance(self.gan.experiment, dict):
             raise ValueError("kind detection: one GAN experiment for all lesion types (gan.experiment: YAML)")
         return self
+
+    def uses(self, source: str) -> bool:
+        """Whether a regime trains on synthetic data of ``source`` (gan | contextual)."""
+        return any(r.synthetic and r.source == source for r in self.regimes)
 
     def gan_experiment(self, cls: str) -> str:
         """The GAN experiment YAML of class ``cls``."""
@@ -286,13 +304,17 @@ def run_cells(grid: GridConfig, root: Path, progress: bool = True) -> list[dict]
         if not (data_dir / MANIFEST_NAME).is_file():
             write_subset(data_dir, fold, patch_size=info["patch_size"], source=manifest, extra=made_with)
         _same(read_manifest(data_dir)["config"].get("plan"), made_with["plan"], data_dir)
-        synthetic = (_synthetic(grid, root, tag, data_dir, k, progress)
-                     if any(r.synthetic for r in grid.regimes) else [])
+        sources = {"gan": _synthetic(grid, root, tag, data_dir, k, progress) if grid.uses("gan") else []}
+        if grid.uses("contextual"):
+            from mammogan_tf.studies.contextual_source import contextual_synthetic
+
+            sources["contextual"] = contextual_synthetic(grid, root, tag, data_dir, manifest, progress)
         for regime in grid.regimes:
             cell_dir = root / "cells" / slug(regime.name) / tag
+            synthetic = sources[regime.source] if regime.synthetic else []
             run_cell(grid, regime, data_dir, synthetic, cell_dir)
             cells.append({"regime": regime.name, "k": k, "fold": f, "dir": str(cell_dir), "data": str(data_dir),
-                          "synthetic": synthetic if regime.synthetic else []})
+                          "synthetic": synthetic})
             bar.update(1)
     bar.close()
     return cells

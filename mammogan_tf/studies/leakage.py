@@ -9,7 +9,9 @@ The patients whose patches trained the GAN are those of the prepare manifest ass
 run's ``train.data.split``. The patients whose patches seeded contextual synthesis are those
 of the ``--from`` manifest's ``source_split`` (a contextual synthesize manifest names both; PNG
 sources carry no patients, so such a set is refused), or a list ``seed_patients``, or
-``seeds``: {"manifest", "split"}.
+``seeds``: {"manifest", "split"}. A ``prepare`` output of synthetic images (e.g. of
+``synthesize --reinsert``'s ``reinserted/lesions.csv``) stands for the patients of its images and,
+when its annotation table lies in a synthesize output, everything behind that output.
 :func:`check_leakage` refuses (``LeakageError``, exit 2, one line naming the count and the
 stages) when any of them is in the classifier's validation or test patients.
 
@@ -43,10 +45,30 @@ def _split_patients(prepare: dict, splits: Iterable[str]) -> set[str]:
     return {p for p, s in prepare.get("patients", {}).items() if s in wanted}
 
 
+def _synthesize_behind(prepare: dict) -> list[Path]:
+    """Synthesize outputs holding a prepare manifest's annotation table (``OUT/reinserted/lesions.csv``)."""
+    found = []
+    for record in prepare.get("inputs", []):
+        path = Path(record.get("path", ""))
+        for folder in (path.parent, path.parent.parent):
+            manifest = folder / MANIFEST_NAME
+            if path.name != MANIFEST_NAME and manifest.is_file() and read_manifest(manifest).get("stage") == "synthesize":
+                found.append(manifest)
+    return found
+
+
 def upstream_patients(synthetic_manifest: str | os.PathLike) -> tuple[set[str], str]:
-    """Patients whose patches trained the GAN behind a synthesize output or seeded it, and a
-    short description of the chain (for the error message)."""
+    """Patients whose patches trained the GAN behind a synthesize output or seeded it (or whose
+    images a prepared synthetic set holds), and a short description of the chain (for the error
+    message)."""
     syn = read_manifest(synthetic_manifest)
+    if syn.get("stage") == "prepare":
+        patients, stages = set(syn.get("patients", {})), [f"prepared synthetic images {syn['root']}"]
+        for behind in _synthesize_behind(syn):
+            more, chain = upstream_patients(behind)
+            patients |= more
+            stages.append(chain)
+        return patients, " <- ".join(stages)
     patients: set[str] = set(syn.get("seed_patients", []))
     stages = [f"synthetic {syn['root']}"]
     seeds = syn.get("seeds")
