@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     parser.add_argument("--base-ghz", type=float, default=2.445, help="nominal clock for the nominal peak")
     args = parser.parse_args(argv)
 
+    import mammogan_tf  # noqa: F401 - TensorFlow's oneDNN CPU kernels on, as in every mammogan_tf process
     import tensorflow as tf
 
     if args.threads:

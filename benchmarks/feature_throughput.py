@@ -27,9 +27,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
-    import tensorflow as tf
 
-    from mammogan_tf.evaluation.features import load_backbone
+    from mammogan_tf.evaluation.features import load_backbone  # first: it sets TensorFlow's CPU kernels
+    import tensorflow as tf
 
     backbone = load_backbone(args.backbone)
     images = np.random.default_rng(0).uniform(-1, 1, (args.batch_size, args.size, args.size, 1)).astype(np.float32)

@@ -27,6 +27,7 @@ import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as importing mammogan_tf does
 
 import tensorflow as tf  # noqa: E402
 

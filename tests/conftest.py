@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as `import mammogan_tf` does, before any test imports TF
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

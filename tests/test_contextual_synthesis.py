@@ -128,8 +128,10 @@ def test_synthesize_provenance_postprocessing_and_determinism(contextual_run, tm
     assert manifest["discarded"]["count"] == 0 and manifest["sources"] == 8
     a, b = _records(tmp_path / "a"), _records(tmp_path / "b")
     assert len(a) == manifest["sources"] and len(b) == 3
-    for first, second in zip(a[:3], b):  # the same source index gives the same pixels in any batching
-        np.testing.assert_array_equal(first["image"], second["image"])
+    # the same source index gives the same pixels in any batching, to one level of the 16-bit
+    # encoding (2 / 65535): oneDNN's CPU kernels may round differently at another batch size
+    for first, second in zip(a[:3], b):
+        np.testing.assert_allclose(first["image"], second["image"], rtol=0, atol=1.01 * 2 / 65535)
     sources = _sources(data)
     prepared = json.loads((data / "manifest.json").read_text())
     for record in a:
