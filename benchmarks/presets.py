@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mammogan_tf  # noqa: F401 - TensorFlow-free; sets TF's CPU kernels (oneDNN) before anything imports TF
+
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 PRESETS = {
     "fridadar64": "fridadar2018_dcgan_mass.yaml",
