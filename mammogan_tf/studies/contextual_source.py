@@ -67,8 +67,9 @@ def _experiment(grid, data_dir: Path) -> tuple[dict, object]:
 
 
 def _real_prepare(real_manifest: Path) -> dict:
-    config = read_manifest(real_manifest)["config"]
-    if read_manifest(real_manifest).get("stage") != "prepare" or not config.get("images"):
+    manifest = read_manifest(real_manifest)
+    config = manifest["config"]
+    if manifest.get("stage") != "prepare" or not config.get("images"):
         raise ConfigError(f"{real_manifest}: a contextual source needs the real data's `mammogan prepare` "
                           "output (its images, table and split settings make the contextual patches)")
     return config

@@ -149,11 +149,9 @@ class ContextualFamily(Family):
         discriminator, alpha = networks["discriminator"], self._alpha_for(ctx)
         fake_seed, penalty_seed, *aug_seeds = ctx.split(6)
         fake = combined_of(self.fake(networks, self._images(batch, roles["source"]), ctx, fake_seed))
-        streams = {"real": roles["real"], "benign": roles["benign"], "normal": roles["negative"]}
-        inputs = {name: self._images(batch, stream) for name, stream in streams.items() if stream is not None}
-        inputs["fake"] = fake
-        inputs = {name: ctx.augment(inputs[name], seed)
-                  for name, seed in zip(("real", "fake", "benign", "normal"), aug_seeds) if name in inputs}
+        sources = {"real": roles["real"], "fake": None, "benign": roles["benign"], "normal": roles["negative"]}
+        inputs = {name: ctx.augment(fake if name == "fake" else self._images(batch, stream), seed)
+                  for (name, stream), seed in zip(sources.items(), aug_seeds) if name == "fake" or stream}
         logits = {name: discriminator(images, alpha=alpha, training=True) for name, images in inputs.items()}
         terms = four_way_loss(logits["real"], logits["fake"], logits.get("benign"), logits["normal"],
                               aux_weights=loss.aux_weights)
