@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from mammogan_tf.models.batch_norm import BatchNorm
+from mammogan_tf.models.conv_forms import (conv2d_patch_gradient, conv2d_transpose_gemm,  # noqa: F401
+                                           conv2d_transpose_subpixel)
 
 PACKAGE = "mammogan_tf"
 """Package name under which every layer and model here is registered for ``.keras`` files."""
@@ -31,6 +32,9 @@ gradients differed between otherwise identical runs (resume tests), for a 1.1-1.
 small layer; turn it on only after that is understood."""
 GEMM_MIN_WEIGHTS = 2 ** 23
 """... and one with at least this many kernel weights on a map of at most 4x4 as one matmul."""
+PATCH_GRADIENT_MAX_PIXELS = 64
+"""A strided ``ConvBlock`` whose output map has at most this many pixels (8x8) computes its
+kernel gradient as one matmul over the input patches (see ``ConvBlock.form``)."""
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "swish", "tanh", "sigmoid", "linear")
 
 register = keras.saving.register_keras_serializable(package=PACKAGE)
@@ -75,101 +79,6 @@ def dense_layer(units: int, *, use_bias: bool = True, init_std: float = 0.02,
     if not spectral_norm:
         return layer
     return keras.layers.SpectralNormalization(layer, dtype=kwargs.get("dtype"))
-
-
-def _phase_taps(kernel_size: int, pad_before: int) -> tuple[list[list[int]], int, int]:
-    """Along one axis of a stride-2 transposed conv: output ``2m + r`` collects input ``m - d``
-    times kernel tap ``k`` where ``k = 2d + r + pad_before``.
-
-    Returns ``(taps, d_min, d_max)``: ``taps[r]`` the kernel taps of phase r (ascending) and the
-    range of input offsets d over both phases.
-    """
-    taps = [[k for k in range(kernel_size) if (k - r - pad_before) % 2 == 0] for r in (0, 1)]
-    offsets = [(k - r - pad_before) // 2 for r in (0, 1) for k in taps[r]]
-    return taps, min(offsets), max(offsets)
-
-
-def _phase_kernel(kernel, axis: int, taps: list[int], front: int, window: int):
-    """The taps of one phase along ``axis``, reversed (correlation order) and zero-padded to
-    ``window`` with ``front`` zeros first."""
-    if not taps:
-        shape = list(kernel.shape)
-        shape[axis] = window
-        return ops.zeros(shape, kernel.dtype)
-    index = [slice(None)] * 4
-    index[axis] = slice(taps[-1], None if taps[0] == 0 else taps[0] - 1, -2)
-    part = kernel[tuple(index)]
-    pads = [[0, 0]] * 4
-    pads[axis] = [front, window - front - len(taps)]
-    return ops.pad(part, pads)
-
-
-def conv2d_transpose_subpixel(inputs, kernel, padding: str = "same"):
-    """Exactly ``keras.layers.Conv2DTranspose(strides=2, padding=padding)`` (no bias), computed
-    as ONE plain convolution at the input resolution followed by ``depth_to_space(2)``.
-
-    ``inputs``: ``(B, H, W, C_in)``; ``kernel``: ``(k, k, C_out, C_in)``, the transposed conv's
-    own kernel (gradients flow to it). Output ``(B, 2H, 2W, C_out)`` for ``"same"``,
-    ``(B, 2H + k - 2, 2W + k - 2, C_out)`` for ``"valid"`` (k >= 2).
-
-    The four output phases (row parity, column parity) each see every other kernel tap; their
-    sub-kernels, zero-padded to a common window ``T = ceil(k / 2)`` or one more, are stacked as
-    ``4 * C_out`` output channels (``T x T`` conv: 1.44x the multiply-adds for k = 5, 2.25x for
-    k = 4, 1.78x for k = 3, but a forward-convolution kernel instead of a backprop-input one).
-    """
-    height, width = inputs.shape[1], inputs.shape[2]
-    size = int(kernel.shape[0])
-    pad = max(size - 2, 0) // 2 if padding == "same" else 0
-    out_h, out_w = ((2 * height, 2 * width) if padding == "same"
-                    else (2 * height + max(size - 2, 0), 2 * width + max(size - 2, 0)))
-    taps, d_min, d_max = _phase_taps(size, pad)
-    window = d_max - d_min + 1
-    rows = [_phase_kernel(kernel, 0, taps[r], d_max - (taps[r][-1] - r - pad) // 2 if taps[r] else 0,
-                          window) for r in (0, 1)]
-    phases = [_phase_kernel(row, 1, taps[r], d_max - (taps[r][-1] - r - pad) // 2 if taps[r] else 0,
-                            window) for row in rows for r in (0, 1)]
-    # (4, T, T, C_out, C_in) -> (T, T, C_in, 4 * C_out), channel = (2 r_h + r_w) * C_out + o.
-    stacked = ops.transpose(ops.stack(phases), (1, 2, 4, 0, 3))
-    sub_kernel = ops.reshape(stacked, (window, window, kernel.shape[3], 4 * kernel.shape[2]))
-    rows_needed, cols_needed = (out_h + 1) // 2, (out_w + 1) // 2
-    pads = [[d_max, rows_needed + window - 1 - d_max - height],
-            [d_max, cols_needed + window - 1 - d_max - width]]
-    if min(min(p) for p in pads) < 0:  # offsets never reach past one side: crop instead
-        inputs = inputs[:, max(-pads[0][0], 0):height - max(-pads[0][1], 0),
-                        max(-pads[1][0], 0):width - max(-pads[1][1], 0)]
-        pads = [[max(a, 0), max(b, 0)] for a, b in pads]
-    if pads[0][0] == pads[0][1] == pads[1][0] == pads[1][1] == (window - 1) // 2 and window % 2:
-        y = tf.nn.conv2d(inputs, sub_kernel, 1, "SAME")
-    else:
-        y = tf.nn.conv2d(inputs, sub_kernel, 1, [[0, 0], *pads, [0, 0]])
-    y = tf.nn.depth_to_space(y, 2)
-    return y if (out_h, out_w) == (2 * rows_needed, 2 * cols_needed) else y[:, :out_h, :out_w]
-
-
-def conv2d_transpose_gemm(inputs, kernel):
-    """Exactly ``keras.layers.Conv2DTranspose(strides=2, padding="same")`` (no bias) as ONE
-    matmul ``(B*H*W, C_in) x (C_in, k*k*C_out)`` and a col2im by output phase (sums of shifted
-    slices), then ``depth_to_space(2)``. The multiply-adds of the transposed conv, no more.
-
-    ``inputs``: ``(B, H, W, C_in)``; ``kernel``: ``(k, k, C_out, C_in)`` -> ``(B, 2H, 2W, C_out)``.
-    """
-    height, width, c_in = inputs.shape[1], inputs.shape[2], inputs.shape[3]
-    size, c_out = int(kernel.shape[0]), int(kernel.shape[2])
-    pad = max(size - 2, 0) // 2
-    taps, d_min, d_max = _phase_taps(size, pad)
-    weights = ops.reshape(ops.transpose(kernel, (3, 0, 1, 2)), (c_in, size * size * c_out))
-    cols = ops.reshape(ops.matmul(ops.reshape(inputs, (-1, c_in)), weights), (-1, height, width, size * size * c_out))
-    cols = ops.pad(cols, [[0, 0], [d_max, -d_min], [d_max, -d_min], [0, 0]])
-    # One split into the k*k taps (its gradient is one concat), then a spatial slice of each tap:
-    # slicing taps and channels at once made k*k gradients each the size of all columns.
-    parts = ops.split(cols, size * size, axis=-1)
-    phases = []
-    for r_h, r_w in ((0, 0), (0, 1), (1, 0), (1, 1)):
-        terms = [parts[i * size + j][:, top:top + height, left:left + width]
-                 for i in taps[r_h] for j in taps[r_w]
-                 for top, left in [(d_max - (i - r_h - pad) // 2, d_max - (j - r_w - pad) // 2)]]
-        phases.append(tf.add_n(terms) if terms else ops.zeros_like(parts[0][:, :height, :width]))
-    return tf.nn.depth_to_space(ops.concatenate(phases, -1), 2)
 
 
 @register
@@ -332,9 +241,41 @@ class ConvBlock(keras.layers.Layer):
             self.conv = Upsample2D(filters, kernel_size, upsample, use_bias=not batch_norm,
                                    init_std=init_std, spectral_norm=spectral_norm)
         self.post = NormAct(batch_norm, activation, negative_slope, dropout, init_std)
+        self.form = "-" if upsample is not None else "native"  # until built
+
+    def build(self, input_shape):
+        if self.upsample is None and not self.spectral_norm:
+            self.conv.build(input_shape)
+        self.form = self.choose_form(input_shape)
+        self.built = True
+
+    def choose_form(self, input_shape) -> str:
+        """How the conv is computed, fixed when the block is built: ``"patch_gradient"``
+        (``conv2d_patch_gradient`` on the same kernel variable: TF's forward and input gradient,
+        the kernel gradient as one matmul), ``"native"`` (Keras ``Conv2D``), or ``"-"`` (an
+        ``Upsample2D``, which has its own ``form``).
+
+        Rule, from ``benchmarks/conv_forms.py`` on 2 AVX2 cores with oneDNN (batch 64, the
+        discriminator layers of alyafi128 and fridadar64): the kernel gradient of a strided conv
+        onto at most ``PATCH_GRADIENT_MAX_PIXELS`` output pixels (8x8 and 4x4) runs 1.35-2.5x
+        faster as a matmul; from 16x16 up oneDNN's own kernel is as fast or faster. Whole steps:
+        alyafi128 6 %, fridadar64 9 % faster. Spectrally normalised convs stay native.
+        """
+        if self.upsample is not None:
+            return "-"
+        height, width = input_shape[1], input_shape[2]
+        if self.spectral_norm or self.strides == 1 or height is None or width is None:
+            return "native"
+        out_pixels = -(-height // self.strides) * -(-width // self.strides)
+        return "patch_gradient" if out_pixels <= PATCH_GRADIENT_MAX_PIXELS else "native"
 
     def call(self, inputs, training=None):
-        return self.post(self.conv(inputs, training=training), training=training)
+        if self.form == "patch_gradient":
+            x = conv2d_patch_gradient(inputs, ops.cast(self.conv.kernel, inputs.dtype), self.strides)
+            x = x if self.batch_norm else x + ops.cast(self.conv.bias, x.dtype)
+        else:
+            x = self.conv(inputs, training=training)
+        return self.post(x, training=training)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
