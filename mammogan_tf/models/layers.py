@@ -2,7 +2,9 @@
 
 Everything here is written once and reused: the DCGAN initialiser, a switchable 2x upsampling
 layer, the generator's latent projection, and the ``conv -> [BN] -> activation -> [dropout]``
-block that both generators and discriminators stack.
+block that both generators and discriminators stack. How a layer's convolution is computed (the
+exact fast forms in ``models.conv_forms``) is chosen per layer from its shapes, on the same
+variables (``Upsample2D.form``, ``ConvBlock.form``).
 
 Shapes are channels-last: images ``(B, H, W, C)``.
 """
