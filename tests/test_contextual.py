@@ -17,7 +17,7 @@ import yaml
 from mammogan_tf.config import PrepareConfig
 from mammogan_tf.models.attention import SelfAttention
 from mammogan_tf.models.contextual import ContextualDiscriminator, ContextualGenerator
-from mammogan_tf.models.contextual_blocks import downsample2, fade, upsample2
+from mammogan_tf.models.contextual_blocks import border_mask, downsample2, fade, upsample2
 from mammogan_tf.models.contextual_config import ContextualModelConfig, build_contextual
 from mammogan_tf.models.postprocess import postprocess
 from mammogan_tf.training.config import TrainConfig
@@ -95,6 +95,33 @@ def test_three_channels_and_lesion_plus_input_identity(networks):
     # 2 px border crop (padded back with zeros): the border is pure context
     for border in (lesion[:, :2], lesion[:, -2:], lesion[:, :, :2], lesion[:, :, -2:]):
         assert not border.any()
+
+
+def test_disc_lesion_window_confines_the_lesion_to_a_round_centre(tmp_path):
+    """``lesion_window: disc``: the mask is 0 on the border frame and in the corners of the
+    square interior, about 1 at the centre, 0.5 on the circle of radius S/2 - border, radially
+    symmetric; the generator's lesion channel follows it and the setting survives a round trip."""
+    square, disc = (border_mask(32, 4, w).numpy()[0, ..., 0] for w in ("square", "disc"))
+    assert square[4:28, 4:28].min() == 1 and square[:4].max() == square[:, 28:].max() == 0
+    assert disc[:4].max() == disc[:, 28:].max() == 0 and disc[4, 4] < 1e-3 and disc[16, 16] > 0.99
+    np.testing.assert_allclose(disc, disc.T, atol=1e-7)
+    np.testing.assert_allclose(disc, disc[::-1, ::-1], atol=1e-7)
+    assert 0.5 < disc[16, 27] < 0.9 and disc[16, 26] > disc[16, 27]  # pixel centre 11.5 px out, radius 12
+    with pytest.raises(ValueError, match="lesion window"):
+        border_mask(32, 4, "circle")
+    with pytest.raises(ValueError, match="lesion_window"):
+        tiny_config(lesion_window="circle")
+
+    nets = {w: build_contextual(tiny_config(lesion_window=w, border_crop=4))["generator"] for w in ("square", "disc")}
+    nets["disc"].set_weights(nets["square"].get_weights())
+    lesion = {w: g(images(), noise=noise_for(g), training=False).numpy()[..., 0] for w, g in nets.items()}
+    assert np.abs(lesion["square"][:, 4:28, 4:28]).max() > 0
+    assert np.abs(lesion["disc"] - lesion["square"]).max() > 0.1 * np.abs(lesion["square"]).max()
+    np.testing.assert_allclose(lesion["disc"], lesion["square"] * disc, rtol=1e-5, atol=1e-12)
+    generator = nets["disc"]
+    path = tmp_path / "generator.keras"
+    generator.save(path)
+    assert keras.saving.load_model(path).lesion_window == "disc"
 
 
 def test_random_scalars_vary_and_a_seed_reproduces(networks):

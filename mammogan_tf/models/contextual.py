@@ -14,7 +14,8 @@ Generator ``ContextualGenerator``: ``(B, S, S, 1)`` context patch in [-1, 1] (cl
   self-attention at 32x32; a final 1x1 conv gives the lesion channel;
 - border crop: the lesion is set to 0 on a ``border_crop``-px frame (= cropping it off and
   zero-padding back to S, so the output keeps the input's size and the border is pure context);
-  ``border_crop / 2`` px in the S/2 stage;
+  ``border_crop / 2`` px in the S/2 stage; ``lesion_window="disc"`` (not in the paper) confines
+  it further to a soft-edged disc of radius ``S/2 - border_crop`` (``contextual_blocks.border_mask``);
 - the lesion is clipped to [-1, 1]; ``combined = clip(input + lesion, -1, 1)``: the identity
   ``combined = input + lesion`` holds wherever the sum is inside [-1, 1] (before that clip).
 
@@ -63,7 +64,8 @@ class ContextualGenerator(keras.Model):
 
     def __init__(self, image_size: int = 256, base_filters: int = 16, max_filters: int = 512,
                  center_resolution: int = 4, center_filters: int = 2048, embedding_dim: int = 4,
-                 attention_resolution: int | None = 32, border_crop: int = 10, progressive: bool = True,
+                 attention_resolution: int | None = 32, border_crop: int = 10, lesion_window: str = "square",
+                 progressive: bool = True,
                  spectral_norm: bool = True, negative_slope: float = 0.2, init_std: float = 0.02,
                  noise_seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -71,7 +73,7 @@ class ContextualGenerator(keras.Model):
         self.center_resolution, self.center_filters, self.embedding_dim = center_resolution, center_filters, embedding_dim
         self.attention_resolution, self.border_crop, self.progressive = attention_resolution, border_crop, progressive
         self.spectral_norm, self.negative_slope, self.init_std = spectral_norm, negative_slope, init_std
-        self.noise_seed = noise_seed
+        self.noise_seed, self.lesion_window = noise_seed, lesion_window
         self.levels = num_levels(image_size, center_resolution)
         self.noise_dim = 2 * self.levels
         widths = level_widths(self.levels, base_filters, max_filters)
@@ -130,7 +132,7 @@ class ContextualGenerator(keras.Model):
         lesion = ops.cast(fade(low, high, mode, alpha), "float32")
         side = int(images.shape[1])
         border = self.border_crop * side // self.image_size
-        lesion = ops.clip(lesion * border_mask(side, border), -1.0, 1.0)
+        lesion = ops.clip(lesion * border_mask(side, border, self.lesion_window), -1.0, 1.0)
         combined = ops.clip(images + lesion, -1.0, 1.0)
         return ops.concatenate([lesion, images, combined], axis=-1)
 
@@ -139,7 +141,8 @@ class ContextualGenerator(keras.Model):
                 "max_filters": self.max_filters, "center_resolution": self.center_resolution,
                 "center_filters": self.center_filters, "embedding_dim": self.embedding_dim,
                 "attention_resolution": self.attention_resolution, "border_crop": self.border_crop,
-                "progressive": self.progressive, "spectral_norm": self.spectral_norm,
+                "lesion_window": self.lesion_window, "progressive": self.progressive,
+                "spectral_norm": self.spectral_norm,
                 "negative_slope": self.negative_slope, "init_std": self.init_std, "noise_seed": self.noise_seed}
 
 

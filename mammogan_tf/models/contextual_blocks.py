@@ -21,6 +21,7 @@ Every layer of every mode exists from the start, so a stage switch keeps all wei
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -76,10 +77,27 @@ def concat_scalar(x, scalar):
     return ops.concatenate([x, plane], axis=-1)
 
 
-def border_mask(size: int, border: int):
-    """``(1, size, size, 1)`` float32: 0 on a ``border``-px frame, 1 inside (crop + zero-pad back)."""
+LESION_WINDOWS = ("square", "disc")
+
+
+def border_mask(size: int, border: int, window: str = "square"):
+    """``(1, size, size, 1)`` float32 in [0, 1], where the lesion channel may be non-zero.
+
+    ``"square"`` (the paper's border crop): 0 on a ``border``-px frame, 1 inside (crop + zero-pad
+    back). ``"disc"``: a disc of radius ``size / 2 - border`` about the patch centre with a
+    logistic edge of scale ``size / 64`` px (at least 0.5): 0.5 on the circle, about 1 inside,
+    about 0 outside it, and exactly 0 on the border frame.
+    """
+    if window not in LESION_WINDOWS:
+        raise ValueError(f"lesion window {window!r}: expected one of {', '.join(LESION_WINDOWS)}")
     inner = tf.ones((size - 2 * border, size - 2 * border), tf.float32)
-    return tf.reshape(tf.pad(inner, [[border, border], [border, border]]), (1, size, size, 1))
+    square = tf.reshape(tf.pad(inner, [[border, border], [border, border]]), (1, size, size, 1))
+    if window == "square":
+        return square
+    centre = np.arange(size, dtype=np.float32) + 0.5 - size / 2
+    radius = np.sqrt(centre[:, None] ** 2 + centre[None, :] ** 2)
+    disc = 1.0 / (1.0 + np.exp(-(size / 2 - border - radius) / max(size / 64, 0.5)))
+    return square * tf.constant(disc.reshape(1, size, size, 1).astype(np.float32))
 
 
 @register

@@ -97,6 +97,9 @@ class ContextualModelConfig(Section):
     attention_resolution: Optional[int] = Field(
         32, description="side where self-attention sits (paper 32); strictly between centre and S; null: none")
     border_crop: int = Field(10, ge=0, description="px of the lesion border zeroed (paper 10)")
+    lesion_window: Literal["square", "disc"] = Field(
+        "square", description="where the lesion channel may be non-zero: square = inside the border crop (paper); "
+                              "disc = a soft-edged disc of radius S/2 - border_crop (round lesions; not in the paper)")
     init_std: float = Field(0.02, gt=0)
     generator: ContextualGeneratorConfig = Field(default_factory=ContextualGeneratorConfig)
     discriminator: ContextualDiscriminatorConfig = Field(default_factory=ContextualDiscriminatorConfig)
@@ -135,7 +138,8 @@ def build_contextual(config: ContextualModelConfig) -> dict:
         image_size=config.image_size, base_filters=gen.base_filters, max_filters=gen.max_filters,
         center_resolution=config.center_resolution, center_filters=gen.center_filters,
         embedding_dim=gen.embedding_dim, attention_resolution=config.attention_resolution,
-        border_crop=config.border_crop, progressive=progressive, spectral_norm=gen.spectral_norm,
+        border_crop=config.border_crop, lesion_window=config.lesion_window, progressive=progressive,
+        spectral_norm=gen.spectral_norm,
         negative_slope=gen.negative_slope, init_std=config.init_std, name="generator")
     discriminator = ContextualDiscriminator(
         image_size=config.image_size, base_filters=disc.base_filters, max_filters=disc.max_filters,
