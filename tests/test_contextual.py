@@ -112,12 +112,13 @@ def test_disc_lesion_window_confines_the_lesion_to_a_round_centre(tmp_path):
     with pytest.raises(ValueError, match="lesion_window"):
         tiny_config(lesion_window="circle")
 
+    keras.utils.set_random_seed(0)
     nets = {w: build_contextual(tiny_config(lesion_window=w, border_crop=4))["generator"] for w in ("square", "disc")}
     nets["disc"].set_weights(nets["square"].get_weights())
     lesion = {w: g(images(), noise=noise_for(g), training=False).numpy()[..., 0] for w, g in nets.items()}
-    assert np.abs(lesion["square"][:, 4:28, 4:28]).max() > 0
-    assert np.abs(lesion["disc"] - lesion["square"]).max() > 0.1 * np.abs(lesion["square"]).max()
-    np.testing.assert_allclose(lesion["disc"], lesion["square"] * disc, rtol=1e-5, atol=1e-12)
+    scale = np.abs(lesion["square"]).max()
+    assert scale > 0
+    np.testing.assert_allclose(lesion["disc"], lesion["square"] * disc, rtol=1e-4, atol=1e-4 * scale)
     generator = nets["disc"]
     path = tmp_path / "generator.keras"
     generator.save(path)
@@ -224,6 +225,7 @@ def test_four_way_loss_against_hand_computation():
 
 
 def test_perturbation_penalty_matches_a_finite_difference_gradient():
+    keras.utils.set_random_seed(3)  # the weights: not whatever the tests before left in the global RNG
     model = ContextualDiscriminator(image_size=16, base_filters=4, max_filters=8, attention_resolution=8,
                                     spectral_norm=False, init_std=0.3, dtype="float64")
     real = tf.random.stateless_uniform((1, 16, 16, 1), [5, 5], -1.0, 1.0, tf.float64)

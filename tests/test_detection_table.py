@@ -91,6 +91,7 @@ def test_detection_presets_run_tiny_end_to_end(preset, phantom, tmp_path):
 
 TINY_CONTEXTUAL = ("[prepare.patches.size=64, prepare.patches.output_size=32, prepare.patches.contextual_per_lesion=1, "
                    "prepare.patches.contextual_normal_per_image=2, model.image_size=32, model.attention_resolution=16, "
+                   "model.border_crop=2, "
                    "model.generator.base_filters=4, model.generator.max_filters=8, model.generator.center_filters=8, "
                    "model.discriminator.base_filters=4, model.discriminator.max_filters=8, "
                    "model.progressive.enabled=false, train.steps=1, train.batch_size=2, train.checkpoint_every=1, "
