@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mammogan_tf  # noqa: E402,F401  (oneDNN on before TensorFlow loads)
 import tensorflow as tf  # noqa: E402
 
-from mammogan_tf.models.conv_forms import _same_padding, conv2d_patch_gradient  # noqa: E402
+from mammogan_tf.models.conv_forms import conv2d_patch_gradient, same_padding  # noqa: E402
 from mammogan_tf.models.layers import ConvBlock  # noqa: E402
 
 # (kernel, input side, C_in, C_out) of the stride-2 convs of the two DCGAN discriminators.
@@ -35,7 +35,7 @@ PRESET_SHAPES = {"fridadar64": ((5, 64, 1, 128), (5, 32, 128, 256), (5, 16, 256,
 def _kernel_gradient_cases(x, kernel, dy):
     """{name: traced function} of the kernel gradient alone, both ways."""
     size, c_in, c_out = (int(d) for d in (kernel.shape[0], kernel.shape[2], kernel.shape[3]))
-    pads = [[0, 0], _same_padding(x.shape[1], size, 2), _same_padding(x.shape[2], size, 2), [0, 0]]
+    pads = [[0, 0], same_padding(x.shape[1], size, 2), same_padding(x.shape[2], size, 2), [0, 0]]
 
     def matmul():
         patches = tf.image.extract_patches(tf.pad(x, pads), [1, size, size, 1], [1, 2, 2, 1], [1, 1, 1, 1], "VALID")

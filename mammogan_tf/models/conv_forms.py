@@ -107,7 +107,7 @@ def conv2d_transpose_gemm(inputs, kernel):
     return tf.nn.depth_to_space(ops.concatenate(phases, -1), 2)
 
 
-def _same_padding(size: int, kernel: int, stride: int) -> list[int]:
+def same_padding(size: int, kernel: int, stride: int) -> list[int]:
     """TensorFlow's ``"SAME"`` padding ``[before, after]`` of one axis of ``size`` pixels."""
     total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
     return [total // 2, total - total // 2]
@@ -129,7 +129,7 @@ def conv2d_patch_gradient(inputs, kernel, strides: int):
     """
     size, c_in, c_out = int(kernel.shape[0]), int(kernel.shape[2]), int(kernel.shape[3])
     height, width = int(inputs.shape[1]), int(inputs.shape[2])
-    pads = [[0, 0], _same_padding(height, size, strides), _same_padding(width, size, strides), [0, 0]]
+    pads = [[0, 0], same_padding(height, size, strides), same_padding(width, size, strides), [0, 0]]
 
     @tf.custom_gradient
     def conv(x, w):

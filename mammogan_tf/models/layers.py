@@ -16,7 +16,7 @@ import keras
 from keras import ops
 
 from mammogan_tf.models.batch_norm import BatchNorm
-from mammogan_tf.models.conv_forms import (conv2d_patch_gradient, conv2d_transpose_gemm,  # noqa: F401
+from mammogan_tf.models.conv_forms import (conv2d_patch_gradient, conv2d_transpose_gemm,
                                            conv2d_transpose_subpixel)
 
 PACKAGE = "mammogan_tf"
