@@ -102,8 +102,8 @@ def test_generator_scalars_are_fixed_per_index(contextual_run):
     run, data, _ = contextual_run
     generator = load_generator(run, "last").generator
     sources = list(_sources(data).values())[:3]
-    alone = generate_contextual(generator, sources[2:3], seed=5, removal=False)[0]
-    together = generate_contextual(generator, sources, seed=5, removal=False)[2]
+    alone = generate_contextual(generator, sources[2:3], seed=5, removal=False)[1][0]
+    together = generate_contextual(generator, sources, seed=5, removal=False)[1][2]
     np.testing.assert_allclose(alone.image, together.image, atol=1e-5)
     np.testing.assert_array_equal(contextual_noise(generator.noise_dim, 5, 2), contextual_noise(generator.noise_dim, 5, 2))
     assert not np.allclose(contextual_noise(generator.noise_dim, 5, 2), contextual_noise(generator.noise_dim, 5, 3))
@@ -372,3 +372,36 @@ def test_export_serves_the_raw_channels_and_synthesize_model_equals_run(contextu
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
     assert manifest["config"]["model"] == str(export.resolve())
     assert manifest["inputs"][0]["path"] == str((export / "manifest.json").resolve())
+
+
+def test_preview_sheet_shows_source_lesion_combined_and_written(contextual_run, tmp_path, monkeypatch, capsys):
+    """--preview: one row of four 128 px tiles per source (source | lesion | input + lesion |
+    written), refused inside --out and for a non-.png name."""
+    from PIL import Image
+
+    from mammogan_tf.synthesis.sampling import load_generator
+
+    run, data, _ = contextual_run
+    _patched(monkeypatch, Boosted)
+    sheet_path = tmp_path / "sheets" / "preview.png"
+    assert _synthesize(run, data, tmp_path / "out", "--seed", "3", "--n", "3", "--preview", str(sheet_path)) == 0
+    assert "contact sheet" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["config"]["preview"] == str(sheet_path.resolve())
+    assert not list((tmp_path / "out").rglob("*.png")) and not list(sheet_path.parent.glob("*.partial"))
+    sheet = np.asarray(Image.open(sheet_path))
+    tile, caption, cells = 128, 14, 4  # contact_sheet_png: 2 px margin, caption line under each tile
+    assert sheet.shape == (3 * (tile + caption + 4), cells * (tile + 4))
+    generator = Boosted(load_generator(run, "last").generator)
+    sources = list(_sources(data).values())[:3]
+    for row, source in enumerate(sources):
+        channels = generator(source.pixels[None, ..., None], noise=_noise(source.index))[0]
+        written = _records(tmp_path / "out")[row]["image"][..., 0]
+        for col, plane in enumerate((source.pixels, channels[..., 0], channels[..., 2], written)):
+            y, x = row * (tile + caption + 4) + 2, col * (tile + 4) + 2
+            shown = sheet[y:y + tile:2, x:x + tile:2].astype(np.float32)  # 64 px patch shown 2x (nearest)
+            np.testing.assert_allclose(shown, np.clip((plane + 1) / 2, 0, 1) * 255, atol=1.01)
+    for bad in (tmp_path / "out2" / "preview.png", tmp_path / "preview.jpg"):
+        assert _synthesize(run, data, tmp_path / "out2", "--n", "1", "--preview", str(bad)) == 2
+        assert "--preview" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()

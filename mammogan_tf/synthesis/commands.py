@@ -1,7 +1,7 @@
 """``mammogan synthesize --run RUN_DIR | --model EXPORT_DIR --n N --out DIR [--format ...]``, for a
 cPGGAN run ``mammogan synthesize --run RUN [--n N] [--boxes FILE.csv] --out DIR``, for a
 contextual run ``mammogan synthesize --run RUN --from PREPARE_DIR|PNG_DIR [--split S] [--n N]
-[--reinsert PREPARE_DIR|TABLE] --out DIR``, and
+[--reinsert PREPARE_DIR|TABLE] [--preview SHEET.png] --out DIR``, and
 ``mammogan export --run RUN_DIR --out DIR [--checkpoint best|last] [--onnx] [--evaluation DIR] [--vtt JSON]``."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ def _synthesize(args) -> int:
     manifest = run_synthesize(args.run, args.n, args.out, fmt=args.format, checkpoint=args.checkpoint,
                               class_name=args.class_name, seed=args.seed, batch_size=args.batch_size,
                               progress=not args.quiet, model_dir=args.model, source=args.source,
-                              split=args.split, reinsert=args.reinsert, boxes=args.boxes)
+                              split=args.split, reinsert=args.reinsert, boxes=args.boxes, preview=args.preview)
     if "boxes_from" in manifest:  # cpggan: whole images with boxes
         print(f"wrote {manifest['images']} synthetic whole images with {manifest['boxes']} lesion boxes "
               f"({manifest['boxes_from']}) and lesions.csv ({args.format}) to {args.out} "
@@ -29,6 +29,8 @@ def _synthesize(args) -> int:
                  f"{manifest['discarded']['count']} discarded (post-processed lesion below 10 % of the patch)")
     if "reinserted" in manifest:
         line += f"; {len(manifest['reinserted'])} full images and lesions.csv in {args.out}/reinserted"
+    if manifest.get("config", {}).get("preview"):
+        line += f"; contact sheet {args.preview}"
     print(line)
     return 0
 
@@ -56,6 +58,8 @@ def register(subparsers) -> None:
     parser.add_argument("--split", help="split of the --from prepare output (default train)")
     parser.add_argument("--reinsert", help="contextual runs: a prepare output or lesion table of the full images; "
                         "writes them with the synthetic lesion blended back, plus lesions.csv")
+    parser.add_argument("--preview", help="contextual runs: write a contact sheet PNG (outside --out) of the first "
+                        "16 sources: source | lesion channel | input + lesion | written (or discarded)")
     parser.add_argument("--boxes", help="cpggan runs: CSV of boxes (image, x0, y0, x1, y1[, lesion_type]) in output "
                         "pixels, one image per distinct `image`; default: boxes sampled inside real breast masks")
     parser.add_argument("--class", dest="class_name", help="class name or index (conditional generators)")

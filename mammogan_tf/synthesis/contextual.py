@@ -146,14 +146,54 @@ def contextual_noise(noise_dim: int, seed: int, index: int) -> np.ndarray:
     return np.random.default_rng([int(seed), int(index)]).uniform(-1.0, 1.0, noise_dim).astype(np.float32)
 
 
-def generate_contextual(generator, sources: list[Source], seed: int, removal: bool) -> list[PostProcessed]:
-    """Generator outputs of a batch of sources, post-processed: one ``PostProcessed`` per source."""
+def generate_contextual(generator, sources: list[Source], seed: int,
+                        removal: bool) -> tuple[np.ndarray, list[PostProcessed]]:
+    """A batch of sources through the generator: its raw outputs ``(B, S, S, 3)`` [lesion, input,
+    combined] in [-1, 1], and their post-processing, one ``PostProcessed`` per source."""
     import tensorflow as tf
 
     images = tf.constant(np.stack([s.pixels for s in sources])[..., None].astype(np.float32))
     noise = tf.constant(np.stack([contextual_noise(generator.noise_dim, seed, s.index) for s in sources]))
     outputs = np.asarray(generator(images, noise=noise, alpha=None, training=False))
-    return [postprocess(out[..., 0], source.pixels, removal=removal) for out, source in zip(outputs, sources)]
+    return outputs, [postprocess(out[..., 0], source.pixels, removal=removal) for out, source in zip(outputs, sources)]
+
+
+PREVIEW_ROWS = 16
+"""Sources shown by ``--preview`` (the first ones read)."""
+
+
+class Preview:
+    """The ``--preview`` contact sheet: one row per source (the first ``PREVIEW_ROWS``) of four
+    128 px tiles: the source patch, the raw lesion channel (mid-grey = 0, white = +1, black = -1),
+    the raw combined patch (input + lesion) and what synthesis writes (the post-processed patch;
+    captioned "discarded" when post-processing left no lesion and nothing was written)."""
+
+    def __init__(self, path: str | os.PathLike | None):
+        self.path = Path(path) if path is not None else None
+        self.tiles: list[np.ndarray] = []
+        self.captions: list[str] = []
+
+    def add(self, source: Source, output: np.ndarray, result: PostProcessed) -> None:
+        """``output`` (S, S, 3) [lesion, input, combined] in [-1, 1] of ``source``."""
+        if self.path is None or len(self.tiles) >= 4 * PREVIEW_ROWS:
+            return
+        for plane, caption in ((source.pixels, f"source {source.index}"), (output[..., 0], "lesion channel"),
+                               (output[..., 2], "input + lesion"),
+                               (result.image, "written" if result.kept else "discarded")):
+            self.tiles.append(np.rint(np.clip((plane + 1.0) / 2.0, 0.0, 1.0) * 255).astype(np.uint8))
+            self.captions.append(caption)
+
+    def write(self) -> Path | None:
+        """Write the sheet (atomically: a temporary file renamed into place)."""
+        if self.path is None:
+            return None
+        from mammogan_tf.evaluation.vtt import contact_sheet_png
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + ".partial")
+        temporary.write_bytes(contact_sheet_png(self.tiles, self.captions, ncols=4))
+        os.replace(temporary, self.path)
+        return self.path
 
 
 def batches(items: Iterator, size: int) -> Iterator[list]:

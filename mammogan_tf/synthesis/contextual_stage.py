@@ -28,8 +28,9 @@ from tqdm.auto import tqdm
 from mammogan_tf.data.table import LESION_TYPES
 from mammogan_tf.errors import ConfigError
 from mammogan_tf.manifest import MANIFEST_NAME, build_manifest, input_record, partial_dir, publish, write_json_atomic
-from mammogan_tf.synthesis.contextual import (batches, contextual_provenance, generate_contextual, open_sources,
-                                              output_lesion_type, output_pathology, read_sources, source_lesion_type)
+from mammogan_tf.synthesis.contextual import (Preview, batches, contextual_provenance, generate_contextual,
+                                              open_sources, output_lesion_type, output_pathology, read_sources,
+                                              source_lesion_type)
 from mammogan_tf.synthesis.export import to_unit
 from mammogan_tf.models.postprocess import mask_box
 
@@ -42,12 +43,17 @@ test patients untouched."""
 def run_contextual_synthesize(loaded, source_path: str | os.PathLike, out_dir: str | os.PathLike, *,
                               run_dir=None, model_dir=None, checkpoint: str = "best", split: str = DEFAULT_SPLIT, n: int | None = None,
                               seed: int = 0, fmt: str = "shards", batch_size: int = 16,
-                              reinsert_from: str | os.PathLike | None = None, progress: bool = True) -> dict:
+                              reinsert_from: str | os.PathLike | None = None, preview: str | os.PathLike | None = None,
+                              progress: bool = True) -> dict:
     """Apply the contextual generator ``loaded`` (of the run ``run_dir`` or the export ``model_dir``)
-    to the sources at ``source_path``; returns the manifest."""
+    to the sources at ``source_path``; returns the manifest. ``preview``: a PNG path outside
+    ``out_dir`` for the contact sheet of the first sources (``contextual.Preview``)."""
     from mammogan_tf.synthesis.synthesize import _FileOutput, _ShardOutput, generator_inputs, generator_settings
 
     model = loaded.model_config
+    if preview is not None:
+        _check_preview_path(preview, out_dir)
+    sheet = Preview(preview)
     sources = open_sources(source_path, split)
     table = None
     if reinsert_from is not None:
@@ -67,8 +73,10 @@ def run_contextual_synthesize(loaded, source_path: str | os.PathLike, out_dir: s
     stream = read_sources(sources, source_lesion_type(model), model.image_size, n)
     with tqdm(unit="patch", desc="synthesize", disable=not progress) as bar:
         for batch in batches(stream, batch_size):
-            for source, result in zip(batch, generate_contextual(loaded.generator, batch, seed, removal)):
+            outputs, results = generate_contextual(loaded.generator, batch, seed, removal)
+            for source, output_channels, result in zip(batch, outputs, results):
                 bar.update()
+                sheet.add(source, output_channels, result)
                 if not result.kept:
                     discarded.append(source.patch_id)
                     continue
@@ -88,7 +96,8 @@ def run_contextual_synthesize(loaded, source_path: str | os.PathLike, out_dir: s
     files = output.finish() + ([f"reinserted/{f}" for f in full.finish()] if full is not None else [])
     settings = {**generator_settings(run_dir, model_dir, checkpoint), "from": str(Path(source_path).resolve()),
                 "split": sources.split, "n": n, "seed": seed, "format": fmt, "batch_size": batch_size,
-                "reinsert": str(Path(reinsert_from).resolve()) if reinsert_from is not None else None}
+                "reinsert": str(Path(reinsert_from).resolve()) if reinsert_from is not None else None,
+                "preview": str(Path(preview).resolve()) if preview is not None else None}
     inputs = generator_inputs(loaded, run_dir, model_dir)
     if sources.kind == "prepare":
         inputs.append(input_record(sources.path / MANIFEST_NAME))
@@ -108,4 +117,16 @@ def run_contextual_synthesize(loaded, source_path: str | os.PathLike, out_dir: s
                               files=files, extra=extra)
     write_json_atomic(staging / MANIFEST_NAME, manifest)
     publish(staging, out_dir)
+    sheet.write()
     return manifest
+
+
+def _check_preview_path(preview: str | os.PathLike, out_dir: str | os.PathLike) -> None:
+    """The sheet is a PNG outside the output folder: a reader of that folder's images (``evaluate
+    --synthetic``, ``--from``) would otherwise take it, real source tiles and all, for a patch."""
+    path, out = Path(preview).resolve(), Path(out_dir).resolve()
+    if path.suffix.lower() != ".png":
+        raise ConfigError(f"--preview {preview}: give a .png file name")
+    if path == out or out in path.parents:
+        raise ConfigError(f"--preview {preview}: lies inside --out {out_dir}; write the sheet outside the output "
+                          "folder (its images are read back as patches)")

@@ -99,12 +99,14 @@ def run_synthesize(run_dir: str | os.PathLike | None, n: int | None, out_dir: st
                    fmt: str = "shards", checkpoint: str = "best", class_name: str | int | None = None, seed: int = 0,
                    batch_size: int = 64, progress: bool = True, model_dir: str | os.PathLike | None = None,
                    source: str | os.PathLike | None = None, split: str | None = None,
-                   reinsert: str | os.PathLike | None = None, boxes: str | os.PathLike | None = None) -> dict:
+                   reinsert: str | os.PathLike | None = None, boxes: str | os.PathLike | None = None,
+                   preview: str | os.PathLike | None = None) -> dict:
     """Generate ``n`` patches from ``run_dir``'s ``checkpoint`` (or from the ``mammogan export``
     folder ``model_dir`` instead) into ``out_dir`` as ``fmt``; returns the manifest. Image ``i``
     depends only on (checkpoint, seed, i[, class]): an export gives the run's pixels and provenance.
     A contextual run reads real patches from ``source`` (``--from``; at most ``n``, all when None)
-    of ``split`` and may ``reinsert`` them into full images (``contextual_stage``). A cPGGAN run
+    of ``split``, may ``reinsert`` them into full images and draw a ``preview`` contact sheet
+    (``contextual_stage``). A cPGGAN run
     makes whole images with lesions in sampled boxes or the ``boxes`` CSV's (``boxed``)."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
@@ -127,7 +129,11 @@ def run_synthesize(run_dir: str | os.PathLike | None, n: int | None, out_dir: st
         return run_contextual_synthesize(loaded, source, out_dir, run_dir=run_dir, model_dir=model_dir,
                                          checkpoint=checkpoint,
                                          split=split or DEFAULT_SPLIT, n=n, seed=seed, fmt=fmt,
-                                         batch_size=batch_size, reinsert_from=reinsert, progress=progress)
+                                         batch_size=batch_size, reinsert_from=reinsert, preview=preview,
+                                         progress=progress)
+    if preview is not None:
+        raise ConfigError(f"--preview applies to contextual runs; {run_dir or model_dir} holds a "
+                          f"{loaded.model_config.family} generator")
     if boxes is not None and loaded.model_config.family != "cpggan":
         raise ConfigError(f"--boxes applies to cpggan runs; {run_dir or model_dir} holds a "
                           f"{loaded.model_config.family} generator")
