@@ -389,3 +389,24 @@ def test_fixed_inputs_take_source_patches_and_seeded_scalars(networks):
     np.testing.assert_allclose(inputs["image"][:, 0, 0, 0], [0.0, 0.1, 0.2, 0.0, 0.1])  # normal stream, cycled
     np.testing.assert_array_equal(inputs["noise"], fam.fixed_inputs(networks, 5, 7, data)["noise"])
     assert np.abs(inputs["noise"]).max() <= 1 and not np.array_equal(inputs["noise"], fam.fixed_inputs(networks, 5, 8, data)["noise"])
+
+
+def test_metric_scores_only_the_patches_synthesis_writes():
+    """A discarded source is left out of the in-training metric (synthesis writes nothing for
+    it); fewer than two written patches score inf, so such a checkpoint never becomes best."""
+    import math
+
+    from mammogan_tf.training.metric import TrainingMetric
+
+    fam = ContextualFamily(tiny_config(), TrainConfig())
+    outputs = np.zeros((3, 32, 32, 3), np.float32)
+    outputs[..., 1] = 0.1
+    outputs[0, 8:24, 8:24, 0] = outputs[2, 6:26, 6:26, 0] = 0.5  # sources 0 and 2 paint; 1 paints nothing
+    shown, written = fam.present(outputs, {}), fam.written(outputs, {})
+    assert shown.shape == (3, 32, 32, 1) and written.shape == (2, 32, 32, 1)
+    np.testing.assert_array_equal(written, shown[[0, 2]])
+    assert fam.written(outputs[1:2], {}).shape == (0, 32, 32, 1)
+    metric = TrainingMetric.__new__(TrainingMetric)
+    metric.config, metric.real_radiomics = SimpleNamespace(name="fid", seed=0), None
+    metric.reference = SimpleNamespace(score=lambda images, seed: {"fid": float(len(images))})
+    assert metric.value(written) == 2.0 and math.isinf(metric.value(written[:1]))

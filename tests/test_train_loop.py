@@ -152,6 +152,7 @@ def test_train_command_writes_every_artefact(cli_run):
     assert [r["lr_generator"] for r in train_rows] == pytest.approx([5e-3, 2.5e-3, 2.5e-3])  # epochs 0, 1, 1
     fid = [r["fid"] for r in read_metrics(run / "metrics.jsonl", "metric")]
     assert len(fid) == 2 and min(fid) == pytest.approx(best["value"])
+    assert [r["fid_images"] for r in read_metrics(run / "metrics.jsonl", "metric")] == [16, 16]  # every sample scored
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"tensors": 0}).Reload()
     tags = set(events.Tags()["tensors"])  # TF2 summaries are stored as tensors
     assert {"train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/lr_discriminator", "train/augment_p",

@@ -242,7 +242,8 @@ def resolve_checkpoint(run_dir: str | os.PathLike, which: str = "best") -> str:
         folder = run_dir / (BEST_DIR if which == "best" else CHECKPOINT_DIR)
         prefix = tf.train.latest_checkpoint(str(folder))
         if prefix is None:
-            hint = " (no metric was configured?)" if which == "best" else ""
+            hint = (" (no metric was configured, or no evaluation scored: a contextual GAN whose lesions were all "
+                    "discarded scores none)") if which == "best" else ""
             raise InputError(f"{folder}: no checkpoint{hint}; use --checkpoint last|best|PATH")
         return prefix
     path = Path(which)

@@ -314,9 +314,10 @@ class Trainer:
         return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
 
     # ------------------------------------------------------------------------ sampling
-    def generate(self, inputs: dict, batch_size: int = 64) -> np.ndarray:
+    def generate(self, inputs: dict, batch_size: int = 64, written: bool = False) -> np.ndarray:
         """Images (N, S, S, 1) in [-1, 1] from ``family.fixed_inputs``-like inputs, in batches, as the
-        family presents them (``Family.present``: e.g. post-processed)."""
+        family presents them (``Family.present``: e.g. post-processed); ``written``: only those that
+        synthesis would write (``Family.written``, M <= N of them)."""
         stage = self.family.stage(int(self.step.numpy()))
         function = self._generators.get(stage)
         if function is None:
@@ -326,4 +327,4 @@ class Trainer:
         count = len(next(iter(inputs.values())))
         outputs = np.concatenate([function({k: tf.constant(v[i:i + batch_size]) for k, v in inputs.items()}).numpy()
                                   for i in range(0, count, batch_size)])
-        return self.family.present(outputs, inputs)
+        return (self.family.written if written else self.family.present)(outputs, inputs)

@@ -3,14 +3,21 @@
 One metric path for training and ``mammogan evaluate``: real statistics come from
 ``evaluation.reference.RealReference`` (computed once, cached on disk by backbone, manifest,
 split and classes, so a restart or ``--resume`` loads them in milliseconds); generated images are
-always the same ``n_samples`` fixed inputs (stream ``metric.seed``). Under multi-worker training
+always the same ``n_samples`` fixed inputs (stream ``metric.seed``), of which the metric scores
+those that synthesis would write (``Family.written``: a contextual GAN's discarded sources are
+left out); fewer than ``MIN_IMAGES`` of them score ``inf``, never best. Under multi-worker training
 only the chief computes the value and every worker receives it, so all take the same save-best
 decision.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tensorflow as tf
+
+MIN_IMAGES = 2
+"""Fewest generated images a metric is computed from (a covariance needs two)."""
 
 
 class TrainingMetric:
@@ -49,7 +56,10 @@ class TrainingMetric:
                                            batch_size=config.batch_size, cache_dir=cache_dir, progress=progress)
 
     def value(self, images: np.ndarray) -> float:
-        """The metric of generated ``images (N, S, S, 1)`` in [-1, 1] (chief only)."""
+        """The metric of generated ``images (N, S, S, 1)`` in [-1, 1] (chief only); ``inf`` when
+        N < ``MIN_IMAGES``."""
+        if len(images) < MIN_IMAGES:
+            return math.inf
         if self.real_radiomics is not None:
             from mammogan_tf.evaluation.frd import frd_from_features
             from mammogan_tf.evaluation.radiomics import radiomic_features

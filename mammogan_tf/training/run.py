@@ -3,6 +3,7 @@ input pipeline, host-side schedules, logs, sample grids, the metric and ``best/`
 resume, interruption and the run manifest (see ``training.loop`` for the step and determinism)."""
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -94,9 +95,10 @@ def train(config: ExperimentConfig, run_dir: str | os.PathLike, *, resume: bool 
         _check_finite(trainer, checkpoints)
         if metric_inputs is None:
             metric_inputs = family.fixed_inputs(trainer.networks, tcfg.metric.n_samples, tcfg.metric.seed, data)
-        value = metric.value(trainer.generate(metric_inputs, tcfg.metric.batch_size)) if chief else 0.0
-        value = broadcast(trainer.strategy, value)
-        log.scalars(step, {tcfg.metric.name: value}, kind="metric")
+        images = trainer.generate(metric_inputs, tcfg.metric.batch_size, written=True) if chief else []
+        value = broadcast(trainer.strategy, metric.value(images) if chief else 0.0)
+        scored = {tcfg.metric.name: value} if math.isfinite(value) else {}  # inf: too few images written
+        log.scalars(step, {**scored, f"{tcfg.metric.name}_images": len(images)}, kind="metric")
         if value < float(trainer.best_value.numpy()):
             trainer.best_value.assign(value)
             path = checkpoints.save_best(step, tcfg.metric.name, value, {"backbone": tcfg.metric.backbone})

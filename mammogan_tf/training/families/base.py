@@ -184,3 +184,8 @@ class Family:
         show, ``(N, S, S, 1)`` float32 in [-1, 1], as synthesis would write them (default: as
         generated)."""
         return outputs
+
+    def written(self, outputs: np.ndarray, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The images synthesis would write of ``generate``'s outputs, ``(M, S, S, 1)`` with M <= N:
+        what the in-training metric scores (default: every presented image)."""
+        return self.present(outputs, inputs)

@@ -185,11 +185,21 @@ class ContextualFamily(Family):
         """``(N, S, S, 3)`` [lesion, input, combined] (the S/2 output nearest-upsampled in stage 0)."""
         return self.generate_channels(sampler, inputs)
 
-    def present(self, outputs, inputs):
-        """What synthesis writes: the paper's post-processing (``models.postprocess``) of the lesion
-        channel added to the input, ``(N, S, S, 1)``; grids and the in-training metric show this."""
+    def _postprocessed(self, outputs):
         removal = self.model_config.mode == "remove"
-        return np.stack([postprocess(out[..., 0], out[..., 1], removal=removal).image for out in outputs])[..., None]
+        return [postprocess(out[..., 0], out[..., 1], removal=removal) for out in outputs]
+
+    def present(self, outputs, inputs):
+        """The paper's post-processing (``models.postprocess``) of the lesion channel added to the
+        input, ``(N, S, S, 1)`` (the input itself where the lesion was discarded); grids show this."""
+        return np.stack([result.image for result in self._postprocessed(outputs)])[..., None]
+
+    def written(self, outputs, inputs):
+        """Only the post-processed patches whose lesion survived, ``(M, S, S, 1)``: synthesis writes
+        nothing for a discarded source, so a checkpoint that paints nothing scores no metric (it
+        would otherwise score the untouched normal patches' FID and could become ``best/``)."""
+        kept = [result.image for result in self._postprocessed(outputs) if result.kept]
+        return np.stack(kept)[..., None] if kept else np.zeros((0, *np.shape(outputs)[1:3], 1), np.float32)
 
     def generate_channels(self, sampler, inputs):
         """``(N, S, S, 3)`` [lesion, input, combined] at full size for the current stage."""
