@@ -38,6 +38,7 @@ def tiny_config(**overrides) -> ContextualModelConfig:
 
 @pytest.fixture(scope="module")
 def networks():
+    keras.utils.set_random_seed(0)  # weights independent of the tests run before
     return build_contextual(tiny_config())
 
 
@@ -410,3 +411,32 @@ def test_metric_scores_only_the_patches_synthesis_writes():
     metric.config, metric.real_radiomics = SimpleNamespace(name="fid", seed=0), None
     metric.reference = SimpleNamespace(score=lambda images, seed: {"fid": float(len(images))})
     assert metric.value(written) == 2.0 and math.isinf(metric.value(written[:1]))
+
+
+def test_ema_of_a_spectrally_normalised_generator_keeps_unit_norm_kernels():
+    """Keras keeps the normalised kernel and uses it as is at inference; the EMA of two different
+    unit-norm kernels has a norm below 1, so the EMA copy is renormalised after each update."""
+    from mammogan_tf.training.loop import Trainer
+
+    config = TrainConfig(ema={"enabled": True, "decay": 0.5})
+    trainer = Trainer(ContextualFamily(tiny_config(), config), config)
+    layers = [layer for layer in trainer.networks["generator"]._flatten_layers(include_self=False, recursive=True)
+              if isinstance(layer, keras.layers.SpectralNormalization)]
+    assert len(layers) > 10
+    rng = np.random.default_rng(0)
+    for layer in layers:  # a training step's worth of change: new unit-norm kernels in the source
+        layer.kernel.assign(rng.normal(size=layer.kernel.shape).astype(np.float32))
+        for _ in range(30):
+            vector_u, kernel = layer.normalized_weights()
+            layer.vector_u.assign(vector_u)
+        layer.kernel.assign(kernel)
+
+    def largest_singular_values(network):
+        return np.array([np.linalg.norm(np.reshape(layer.kernel.numpy(), (-1, layer.kernel.shape[-1])), 2)
+                         for layer in network._flatten_layers(include_self=False, recursive=True)
+                         if isinstance(layer, keras.layers.SpectralNormalization)])
+
+    np.testing.assert_allclose(largest_singular_values(trainer.networks["generator"]), 1.0, atol=1e-2)
+    trainer._update_ema(tf.constant(1, tf.int64))  # EMA = (initial + new) / 2, then renormalised
+    ema = largest_singular_values(trainer.ema_network)
+    assert np.all(np.abs(ema - 1.0) < 0.1), ema

@@ -83,6 +83,19 @@ def dense_layer(units: int, *, use_bias: bool = True, init_std: float = 0.02,
     return keras.layers.SpectralNormalization(layer, dtype=kwargs.get("dtype"))
 
 
+def renormalize_spectral(network: keras.Model) -> None:
+    """Divide the kernel of every ``SpectralNormalization`` layer of ``network`` by its largest
+    singular value (one power iteration from the layer's ``vector_u``, which is updated), as the
+    layer itself does on a training call. Keras stores the normalised kernel and uses it as is at
+    inference, so a kernel set from outside (e.g. an EMA of normalised kernels, whose norm is
+    below 1) must be renormalised before it is used."""
+    for layer in network._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.SpectralNormalization):
+            vector_u, kernel = layer.normalized_weights()
+            layer.vector_u.assign(vector_u)
+            layer.kernel.assign(kernel)
+
+
 @register
 class Upsample2D(keras.layers.Layer):
     """2x spatial upsampling with a learned convolution; the implementation is an argument.

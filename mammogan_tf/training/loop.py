@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from mammogan_tf.errors import ConfigError
+from mammogan_tf.models.layers import renormalize_spectral
 from mammogan_tf.models.weights import NamedState, optimizer_paths, variable_paths
 from mammogan_tf.training import schedules
 from mammogan_tf.training.augment import AdaptiveAugmentController, DiscriminatorAugment
@@ -246,6 +247,8 @@ class Trainer:
         return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
     def _update_ema(self, step) -> None:
+        """EMA of the sampler's trainable weights (the rest copied); spectrally normalised kernels
+        are renormalised after averaging (an average of unit-norm kernels has a norm below 1)."""
         ema = self.config.ema
         decay = tf.where(step >= ema.start_step, tf.constant(ema.decay, tf.float32), 0.0)
         for target, source in self._ema_pairs:
@@ -253,6 +256,7 @@ class Trainer:
                 target.assign(tf.cast(decay, target.dtype) * target + tf.cast(1.0 - decay, target.dtype) * source)
             else:
                 target.assign(source)
+        renormalize_spectral(self.ema_network)
 
     def _train_step(self, stage, active, batch_size, iterator, step):
         """One step (cross-replica) on global batches of ``batch_size``: every phase in order;
