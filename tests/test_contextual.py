@@ -358,9 +358,11 @@ def test_config_defaults_are_the_paper_and_errors_name_the_field():
     assert config.discriminator.base_filters == 8 * config.generator.base_filters
     assert config.loss.aux_weights == (0.2, 0.2) and (config.loss.penalty_weight, config.loss.penalty_k) == (10.0, 1.0)
     assert config.progressive.fade_steps == 3000
-    for bad in ({"attention_resolution": 4}, {"image_size": 48}, {"center_resolution": 64, "image_size": 64}):
+    for bad in ({"attention_resolution": 4}, {"image_size": 48}, {"center_resolution": 64, "image_size": 64},
+                {"image_size": 64, "attention_resolution": 16, "border_crop": 32}):
         with pytest.raises(ValueError):
             ContextualModelConfig(**bad)
+    assert ContextualModelConfig(image_size=64, attention_resolution=16, border_crop=20).border_crop == 20  # 10 at 32 px
 
 
 @pytest.mark.parametrize("name", ["contextual_mass", "contextual_calcification", "contextual_removal",

@@ -121,8 +121,8 @@ class ContextualModelConfig(Section):
         if overlap:
             raise ValueError(f"benign_pathologies repeats {overlap} of lesion_pathologies: a patch cannot be "
                              "both the real and the benign class")
-        if 2 * self.border_crop >= size // 2:
-            raise ValueError(f"border_crop {self.border_crop} leaves no interior at {size // 2} px")
+        if 2 * self.border_crop >= size:  # (the S/2 stage crops border_crop // 2: an interior there too)
+            raise ValueError(f"border_crop {self.border_crop} leaves no interior at {size} px")
         if self.progressive.enabled and math.log2(size // centre) < 2:
             raise ValueError("progressive growing needs at least two levels (image_size >= 4 * center_resolution)")
         return self
