@@ -106,8 +106,8 @@ def run_synthesize(run_dir: str | os.PathLike | None, n: int | None, out_dir: st
     depends only on (checkpoint, seed, i[, class]): an export gives the run's pixels and provenance.
     A contextual run reads real patches from ``source`` (``--from``; at most ``n``, all when None)
     of ``split``, may ``reinsert`` them into full images and draw a ``preview`` contact sheet
-    (``contextual_stage``). A cPGGAN run
-    makes whole images with lesions in sampled boxes or the ``boxes`` CSV's (``boxed``)."""
+    (``contextual_stage``). A cPGGAN run makes whole images with lesions in sampled boxes or the
+    ``boxes`` CSV's (``boxed``)."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     if (n is not None and n < 1) or batch_size < 1:
