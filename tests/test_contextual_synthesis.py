@@ -405,3 +405,26 @@ def test_preview_sheet_shows_source_lesion_combined_and_written(contextual_run, 
         assert _synthesize(run, data, tmp_path / "out2", "--n", "1", "--preview", str(bad)) == 2
         assert "--preview" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
+
+
+def test_a_run_whose_lesions_are_all_discarded_scores_no_metric_and_has_no_best(contextual_run, tmp_path, capsys):
+    """The in-training metric scores what synthesis would write: a 1-step generator paints
+    nothing (its lesion channel is far below the 0.1 threshold), so no step is scored, no
+    checkpoint becomes best/, and `synthesize --checkpoint best` says why."""
+    from mammogan_tf.cli import main
+    from mammogan_tf.training.run_log import read_metrics
+
+    run, data, _ = contextual_run
+    out = tmp_path / "run"
+    args = ["train", str(REPO_ROOT / "experiments" / "contextual_mass.yaml"), "--out", str(out), "--quiet",
+            "--set", f"train.data.manifest={data}"]
+    for item in [*TINY, "train.metric.name=fid", "train.metric.backbone=random", "train.metric.every=1",
+                 "train.metric.n_samples=4", "train.metric.batch_size=4"]:
+        args += ["--set", item]
+    assert main(args) == 0
+    rows = read_metrics(out / "metrics.jsonl", "metric")
+    assert rows == [{"step": 1, "kind": "metric", "fid_images": 0.0}]
+    assert not list((out / "best").glob("*.index"))
+    capsys.readouterr()
+    assert main(["synthesize", "--run", str(out), "--from", str(data), "--out", str(tmp_path / "s"), "--quiet"]) == 2
+    assert "lesions were all discarded" in capsys.readouterr().err
