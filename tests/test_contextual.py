@@ -17,7 +17,7 @@ import yaml
 from mammogan_tf.config import PrepareConfig
 from mammogan_tf.models.attention import SelfAttention
 from mammogan_tf.models.contextual import ContextualDiscriminator, ContextualGenerator
-from mammogan_tf.models.contextual_blocks import border_mask, downsample2, fade, upsample2
+from mammogan_tf.models.contextual_blocks import border_mask, clip_unit, downsample2, fade, upsample2
 from mammogan_tf.models.contextual_config import ContextualModelConfig, build_contextual
 from mammogan_tf.models.postprocess import postprocess
 from mammogan_tf.training.config import TrainConfig
@@ -96,6 +96,43 @@ def test_three_channels_and_lesion_plus_input_identity(networks):
     # 2 px border crop (padded back with zeros): the border is pure context
     for border in (lesion[:, :2], lesion[:, -2:], lesion[:, :, :2], lesion[:, :, -2:]):
         assert not border.any()
+
+
+def test_clip_passes_back_only_the_gradients_that_leave_saturation():
+    """``clip_unit``: the forward is the clip; ``recover`` passes the gradient inside [-1, 1] and,
+    outside, only where a descent step moves the value back in; ``zero`` is tf.clip_by_value's."""
+    x = tf.constant([-2.0, -2.0, -0.5, 0.5, 2.0, 2.0])
+    upstream = tf.constant([1.0, -1.0, 3.0, -3.0, 1.0, -1.0])
+    expected = {"recover": [0.0, -1.0, 3.0, -3.0, 1.0, 0.0], "zero": [0.0, 0.0, 3.0, -3.0, 0.0, 0.0]}
+    for mode, gradient in expected.items():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = clip_unit(x, mode)
+        np.testing.assert_array_equal(y, [-1.0, -1.0, -0.5, 0.5, 1.0, 1.0])
+        np.testing.assert_array_equal(tape.gradient(y, x, output_gradients=upstream), gradient)
+    with pytest.raises(ValueError, match="clip gradient"):
+        clip_unit(x, "straight")
+
+
+def test_a_saturated_lesion_window_still_gets_a_gradient(tmp_path):
+    """A generator whose lesion is clipped at +1 over the whole window (its output bias driven
+    high, as a seed-1 mini-MIAS run does in its first 40 steps) learns to lower it with
+    ``clip_gradient: recover``; with ``zero`` the lesion bias gets no gradient at all."""
+    keras.utils.set_random_seed(0)
+    gradients = {}
+    for mode in ("recover", "zero"):
+        generator = build_contextual(tiny_config(generator={**TINY["generator"], "clip_gradient": mode}))["generator"]
+        bias = generator.to_lesion.layer.bias
+        bias.assign([5.0])
+        with tf.GradientTape() as tape:
+            out = generator(images(), noise=noise_for(generator), training=True)
+            loss = tf.reduce_mean(out[..., 0]) + tf.reduce_mean(out[..., 2])  # both want the lesion lower
+        np.testing.assert_array_equal(out[:, 2:-2, 2:-2, 0], 1.0)
+        gradients[mode] = float(tape.gradient(loss, bias)[0])
+    assert gradients["zero"] == 0.0 and gradients["recover"] > 0.1
+    path = tmp_path / "generator.keras"
+    generator.save(path)
+    assert keras.saving.load_model(path).clip_gradient == "zero"
 
 
 def test_disc_lesion_window_confines_the_lesion_to_a_round_centre(tmp_path):

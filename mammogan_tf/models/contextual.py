@@ -18,6 +18,9 @@ Generator ``ContextualGenerator``: ``(B, S, S, 1)`` context patch in [-1, 1] (cl
   it further to a soft-edged disc of radius ``S/2 - border_crop`` (``contextual_blocks.border_mask``);
 - the lesion is clipped to [-1, 1]; ``combined = clip(input + lesion, -1, 1)``: the identity
   ``combined = input + lesion`` holds wherever the sum is inside [-1, 1] (before that clip).
+  Both clips pass back the gradients that would bring a saturated value back into range
+  (``clip_gradient="recover"``, ``contextual_blocks.clip_unit``; ``"zero"``: none, as
+  ``tf.clip_by_value``, with which a generator that saturates its lesion window is stuck).
 
 Random scalars (``noise_dim = 2 n``: one per encoder block, then one per decoder block): pass
 ``noise`` ``(B, 2n)`` in [-1, 1], or ``seed`` (a (2,) int stateless seed: a fixed seed gives
@@ -39,8 +42,8 @@ import tensorflow as tf
 from keras import ops
 
 from mammogan_tf.models.attention import SelfAttention
-from mammogan_tf.models.contextual_blocks import (ContextualEncoder, DecoderBlock, border_mask, fade, resolve_fade,
-                                                  upsample2)
+from mammogan_tf.models.contextual_blocks import (ContextualEncoder, DecoderBlock, border_mask, clip_unit, fade,
+                                                  resolve_fade, upsample2)
 from mammogan_tf.models.contextual_config import attention_level, level_widths, num_levels
 from mammogan_tf.models.layers import conv_layer, dense_layer, register
 
@@ -65,7 +68,7 @@ class ContextualGenerator(keras.Model):
     def __init__(self, image_size: int = 256, base_filters: int = 16, max_filters: int = 512,
                  center_resolution: int = 4, center_filters: int = 2048, embedding_dim: int = 4,
                  attention_resolution: int | None = 32, border_crop: int = 10, lesion_window: str = "square",
-                 progressive: bool = True,
+                 clip_gradient: str = "recover", progressive: bool = True,
                  spectral_norm: bool = True, negative_slope: float = 0.2, init_std: float = 0.02,
                  noise_seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -73,7 +76,7 @@ class ContextualGenerator(keras.Model):
         self.center_resolution, self.center_filters, self.embedding_dim = center_resolution, center_filters, embedding_dim
         self.attention_resolution, self.border_crop, self.progressive = attention_resolution, border_crop, progressive
         self.spectral_norm, self.negative_slope, self.init_std = spectral_norm, negative_slope, init_std
-        self.noise_seed, self.lesion_window = noise_seed, lesion_window
+        self.noise_seed, self.lesion_window, self.clip_gradient = noise_seed, lesion_window, clip_gradient
         self.levels = num_levels(image_size, center_resolution)
         self.noise_dim = 2 * self.levels
         widths = level_widths(self.levels, base_filters, max_filters)
@@ -132,8 +135,8 @@ class ContextualGenerator(keras.Model):
         lesion = ops.cast(fade(low, high, mode, alpha), "float32")
         side = int(images.shape[1])
         border = self.border_crop * side // self.image_size
-        lesion = ops.clip(lesion * border_mask(side, border, self.lesion_window), -1.0, 1.0)
-        combined = ops.clip(images + lesion, -1.0, 1.0)
+        lesion = clip_unit(lesion * border_mask(side, border, self.lesion_window), self.clip_gradient)
+        combined = clip_unit(images + lesion, self.clip_gradient)
         return ops.concatenate([lesion, images, combined], axis=-1)
 
     def get_config(self):
@@ -141,7 +144,8 @@ class ContextualGenerator(keras.Model):
                 "max_filters": self.max_filters, "center_resolution": self.center_resolution,
                 "center_filters": self.center_filters, "embedding_dim": self.embedding_dim,
                 "attention_resolution": self.attention_resolution, "border_crop": self.border_crop,
-                "lesion_window": self.lesion_window, "progressive": self.progressive,
+                "lesion_window": self.lesion_window, "clip_gradient": self.clip_gradient,
+                "progressive": self.progressive,
                 "spectral_norm": self.spectral_norm,
                 "negative_slope": self.negative_slope, "init_std": self.init_std, "noise_seed": self.noise_seed}
 

@@ -77,6 +77,35 @@ def concat_scalar(x, scalar):
     return ops.concatenate([x, plane], axis=-1)
 
 
+CLIP_GRADIENTS = ("recover", "zero")
+
+
+def clip_unit(x, gradient: str = "recover"):
+    """``clip(x, -1, 1)`` (the forward pass is always exactly the clip).
+
+    ``gradient="zero"``: ``tf.clip_by_value``'s gradient, 0 wherever ``|x| > 1``, so an output
+    driven into saturation gets no gradient and stays there (a generator that saturates its whole
+    lesion window in its first steps is stuck). ``"recover"``: the identity inside [-1, 1], and
+    outside it only the gradients whose descent step moves ``x`` back towards the range
+    (``x > 1`` with a positive gradient, ``x < -1`` with a negative one); the others are 0, so
+    ``x`` never drifts further out.
+    """
+    if gradient not in CLIP_GRADIENTS:
+        raise ValueError(f"clip gradient {gradient!r}: expected one of {', '.join(CLIP_GRADIENTS)}")
+    if gradient == "zero":
+        return ops.clip(x, -1.0, 1.0)
+    return _clip_recover(tf.convert_to_tensor(x))
+
+
+@tf.custom_gradient
+def _clip_recover(x):
+    def grad(upstream):
+        back_in = (tf.abs(x) <= 1.0) | ((x > 1.0) & (upstream > 0)) | ((x < -1.0) & (upstream < 0))
+        return tf.where(back_in, upstream, tf.zeros_like(upstream))
+
+    return tf.clip_by_value(x, tf.cast(-1.0, x.dtype), tf.cast(1.0, x.dtype)), grad
+
+
 LESION_WINDOWS = ("square", "disc")
 
 

@@ -51,6 +51,9 @@ class ContextualGeneratorConfig(Section):
     embedding_dim: int = Field(4, ge=1, description="the 1x1 embedding the centre is compressed to")
     spectral_norm: bool = True
     negative_slope: float = Field(0.2, ge=0, description="LeakyReLU slope of the encoder")
+    clip_gradient: Literal["recover", "zero"] = Field(
+        "recover", description="gradient of the [-1, 1] clips of the lesion and the combined image: recover = the "
+                               "gradients that bring a saturated value back into range; zero = none (tf.clip_by_value)")
 
 
 class ContextualDiscriminatorConfig(Section):
@@ -139,7 +142,7 @@ def build_contextual(config: ContextualModelConfig) -> dict:
         center_resolution=config.center_resolution, center_filters=gen.center_filters,
         embedding_dim=gen.embedding_dim, attention_resolution=config.attention_resolution,
         border_crop=config.border_crop, lesion_window=config.lesion_window, progressive=progressive,
-        spectral_norm=gen.spectral_norm,
+        spectral_norm=gen.spectral_norm, clip_gradient=gen.clip_gradient,
         negative_slope=gen.negative_slope, init_std=config.init_std, name="generator")
     discriminator = ContextualDiscriminator(
         image_size=config.image_size, base_filters=disc.base_filters, max_filters=disc.max_filters,
