@@ -43,6 +43,10 @@ def test_each_op_does_what_it_says():
     x = images(batch=4)
     np.testing.assert_array_equal(DiscriminatorAugment(["hflip"], p=1.0)(x, SEED).numpy(), x.numpy()[:, :, ::-1])
     np.testing.assert_array_equal(DiscriminatorAugment(["vflip"], p=1.0)(x, SEED).numpy(), x.numpy()[:, ::-1])
+    np.testing.assert_array_equal(DiscriminatorAugment(["transpose"], p=1.0)(x, SEED).numpy(),
+                                  x.numpy().transpose(0, 2, 1, 3))
+    with pytest.raises(ConfigError, match="square"):
+        DiscriminatorAugment(["transpose"], p=1.0)(tf.zeros((2, 8, 16, 1)), SEED)
     cut = DiscriminatorAugment(["cutout"], p=1.0)(x, SEED).numpy()
     holes = (cut == 0) & (x.numpy() != 0)
     assert np.all(holes.sum(axis=(1, 2, 3)) <= 16 * 16) and np.all(holes.sum(axis=(1, 2, 3)) >= 8 * 8)
@@ -57,12 +61,12 @@ def test_each_op_does_what_it_says():
 
 def test_deterministic_given_seed_and_independent_per_example():
     x = images()
-    augment = DiscriminatorAugment(p=0.5)
+    augment = DiscriminatorAugment(p=0.25)
     a, b, c = augment(x, SEED), augment(x, SEED), augment(x, tf.constant([3, 5]))
     np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert not np.array_equal(a.numpy(), c.numpy())
     fraction = changed(x, augment(images(batch=256), SEED)[:16]).mean()
-    assert 0.5 < fraction < 1.0  # 6 ops at p = 0.5: most, but not all, images are touched
+    assert 0.5 < fraction < 1.0  # 7 ops at p = 0.25: most (87 %), but not all, images are touched
 
 
 def test_gradients_flow_to_the_images():
@@ -87,6 +91,16 @@ def test_works_inside_tf_function_and_p_is_checkpointed(tmp_path):
     tf.train.Checkpoint(augment=restored).restore(path).assert_consumed()
     assert float(restored.p) == 1.0
     assert not augment.p.trainable
+
+
+def test_flips_and_transpose_draw_all_eight_orientations_evenly():
+    """hflip + vflip + transpose at p = 0.5: the 8 flips and quarter turns, each about 1/8."""
+    x = tf.reshape(tf.range(16, dtype=tf.float32), (1, 4, 4, 1)) / 16.0
+    out = DiscriminatorAugment(["hflip", "vflip", "transpose"], p=0.5)(tf.tile(x, [4000, 1, 1, 1]), SEED).numpy()
+    base = x.numpy()[0, ..., 0]
+    orientations = [np.rot90(base, k) for k in range(4)] + [np.rot90(base.T, k) for k in range(4)]
+    counts = [sum(np.array_equal(o, image[..., 0]) for image in out) for o in orientations]
+    assert sum(counts) == 4000 and min(counts) > 400 and max(counts) < 600
 
 
 def test_bad_arguments_are_config_errors():

@@ -17,6 +17,9 @@ Ops (``AUGMENT_OPS``), on images (B, H, W, C) in [-1, 1]:
 - ``brightness``: add b ~ U[-brightness, brightness], clipped to [-1, 1].
 - ``contrast``: scale the deviation from the image mean by c ~ U[1 - contrast, 1 + contrast],
   clipped to [-1, 1].
+- ``transpose``: swap rows and columns (square images only); with ``hflip`` and ``vflip`` at
+  p = 0.5 every flip and quarter turn is equally likely, so the discriminator sees each pattern
+  in every orientation (one it cannot see in one orientation is seen in another).
 
 Randomness is stateless: the same images, ``seed`` and ``p`` give the same output. Each op
 draws from its own stream (folded from its name's index in ``AUGMENT_OPS``), so enabling one
@@ -30,7 +33,7 @@ import tensorflow as tf
 
 from mammogan_tf.errors import ConfigError
 
-AUGMENT_OPS = ("hflip", "vflip", "translation", "cutout", "brightness", "contrast")
+AUGMENT_OPS = ("hflip", "vflip", "translation", "cutout", "brightness", "contrast", "transpose")
 PADDINGS = ("reflect", "zeros")
 
 
@@ -130,6 +133,12 @@ class DiscriminatorAugment(tf.Module):
         mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
         scaled = (x - mean) * tf.cast(factor, x.dtype) + mean
         return self._where(apply, tf.clip_by_value(scaled, -1.0, 1.0), x)
+
+
+    def _transpose(self, x, apply, seed):
+        if x.shape[1] != x.shape[2]:
+            raise ConfigError(f"augment op transpose: needs square images, got {x.shape[1]}x{x.shape[2]}")
+        return self._where(apply, tf.transpose(x, [0, 2, 1, 3]), x)
 
 
 class AdaptiveAugmentController(tf.Module):

@@ -81,7 +81,7 @@ class AugmentConfig(Section):
     """Augmentation of everything the discriminator sees, real and generated alike
     (``training.augment.DiscriminatorAugment``; Alyafi: flips; DiffAugment/ADA: the rest)."""
 
-    ops: list[Literal["hflip", "vflip", "translation", "cutout", "brightness", "contrast"]] = Field(
+    ops: list[Literal["hflip", "vflip", "translation", "cutout", "brightness", "contrast", "transpose"]] = Field(
         default_factory=list)
     p: float = Field(0.0, ge=0, le=1, description="probability of each op per image (initial p when adaptive)")
     adaptive: bool = Field(False, description="ADA: move p so that r_t = E[sign(D(real))] -> target")
