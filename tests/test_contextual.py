@@ -410,11 +410,14 @@ def test_presets(name):
     prepare = PrepareConfig(**data["prepare"])
     assert prepare.patches.mode == "contextual" and prepare.patches.min_breast_fraction == 0.9
     assert (prepare.patches.output_size or prepare.patches.size) == model.image_size
-    assert train.generator_optimizer == train.discriminator_optimizer
-    assert train.generator_optimizer.beta_1 == 0.0 and train.generator_optimizer.beta_2 == 0.99
+    generator, discriminator = train.generator_optimizer, train.discriminator_optimizer
+    assert (generator.beta_1, generator.beta_2, generator.epsilon) == (0.0, 0.99, 1e-8)
+    assert generator.model_copy(update={"learning_rate": discriminator.learning_rate}) == discriminator
     assert train.g_steps == (2 if model.lesion_type == "mass" and model.mode == "add" else 1)
     if name.startswith("contextual"):
-        assert model.image_size == 256 and train.generator_optimizer.learning_rate == 1e-5
+        assert model.image_size == 256 and generator.learning_rate == discriminator.learning_rate == 1e-5
+    else:  # the mini-MIAS variant: two time scales, D 4x G (a discriminator that learns too slowly is fooled by bars)
+        assert discriminator.learning_rate == 4 * generator.learning_rate
         assert model.mode == ("remove" if "removal" in name else "add")
 
 
