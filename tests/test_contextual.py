@@ -416,9 +416,9 @@ def test_presets(name):
     assert train.g_steps == (2 if model.lesion_type == "mass" and model.mode == "add" else 1)
     if name.startswith("contextual"):
         assert model.image_size == 256 and generator.learning_rate == discriminator.learning_rate == 1e-5
+        assert model.mode == ("remove" if "removal" in name else "add")
     else:  # the mini-MIAS variant: two time scales, D 4x G (a discriminator that learns too slowly is fooled by bars)
         assert discriminator.learning_rate == 4 * generator.learning_rate
-        assert model.mode == ("remove" if "removal" in name else "add")
 
 
 def test_fixed_inputs_take_source_patches_and_seeded_scalars(networks):

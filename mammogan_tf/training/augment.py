@@ -134,7 +134,6 @@ class DiscriminatorAugment(tf.Module):
         scaled = (x - mean) * tf.cast(factor, x.dtype) + mean
         return self._where(apply, tf.clip_by_value(scaled, -1.0, 1.0), x)
 
-
     def _transpose(self, x, apply, seed):
         if x.shape[1] != x.shape[2]:
             raise ConfigError(f"augment op transpose: needs square images, got {x.shape[1]}x{x.shape[2]}")
